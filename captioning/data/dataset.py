@@ -1,0 +1,126 @@
+"""Turning records into batches: image transforms, (image, caption) items, epoch sampling, padding."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import transforms as T
+
+from captioning.data.images import load_rgb
+from captioning.data.records import CaptionRecord
+from captioning.vocab import Vocabulary
+
+_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}
+
+
+def build_transform(preprocess: dict, augment: dict | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize/crop/normalise exactly as the encoder's weights expect; optional training augmentation.
+
+    `preprocess` = {input_size, mean, std, interpolation, crop_pct} from the encoder.
+    `augment` = {hflip: bool, random_resized_crop: bool, color_jitter: float} (training only).
+    """
+    size = int(preprocess["input_size"])
+    interpolation = _INTERPOLATION[preprocess.get("interpolation", "bilinear")]
+    augment = augment or {}
+    steps: list = []
+    if augment.get("random_resized_crop"):
+        steps.append(T.RandomResizedCrop(size, scale=(0.6, 1.0), interpolation=interpolation, antialias=True))
+    else:
+        steps += [T.Resize(int(math.floor(size / preprocess.get("crop_pct", 1.0))), interpolation=interpolation,
+                           antialias=True), T.CenterCrop(size)]
+    if augment.get("hflip"):
+        steps.append(T.RandomHorizontalFlip())
+    if augment.get("color_jitter"):
+        strength = float(augment["color_jitter"])
+        steps.append(T.ColorJitter(strength, strength, strength))
+    steps += [T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])]
+    return T.Compose(steps)
+
+
+def augments(augment: dict | None) -> bool:
+    return bool(augment) and any(bool(value) for value in augment.values())
+
+
+class ImageLoader:
+    """`index -> normalised image tensor (3, H, W)` for a list of records."""
+
+    def __init__(self, records: list[CaptionRecord], transform: Callable[[Image.Image], torch.Tensor]):
+        self.paths = [record.image_path for record in records]
+        self.transform = transform
+
+    def __call__(self, index: int) -> torch.Tensor:
+        return self.transform(load_rgb(self.paths[index]))
+
+
+class CaptionDataset(Dataset):
+    """Items `(record index, caption index)` -> {input, tokens, index}.
+
+    `load_input(record index)` gives the image tensor, or a cached feature vector: the dataset
+    does not care which, so cached-feature training reuses all of it.
+    """
+
+    def __init__(self, records: list[CaptionRecord], vocab: Vocabulary, max_length: int,
+                 load_input: Callable[[int], torch.Tensor]):
+        self.records = records
+        self.load_input = load_input
+        self.tokens = [[torch.tensor(vocab.encode(caption, max_length)) for caption in record.captions]
+                       for record in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        index, caption = item
+        return {"input": self.load_input(index), "tokens": self.tokens[index][caption], "index": index}
+
+
+class EpochSampler(Sampler):
+    """Deterministic per-epoch order of (record, caption) pairs, so a resumed run sees the same batches.
+
+    mode `pairs`: every (image, caption) pair once per epoch.
+    mode `random_caption`: every image once per epoch with one caption drawn at random.
+    `skip` drops the first items of the epoch (resuming mid-epoch).
+    """
+
+    def __init__(self, caption_counts: list[int], mode: str = "random_caption", shuffle: bool = True, seed: int = 0):
+        if mode not in ("pairs", "random_caption"):
+            raise ValueError(f"data.sampling must be 'pairs' or 'random_caption', got {mode!r}")
+        self.caption_counts = caption_counts
+        self.mode, self.shuffle, self.seed = mode, shuffle, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def items(self) -> list[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.mode == "pairs":
+            items = [(index, caption) for index, count in enumerate(self.caption_counts) for caption in range(count)]
+        else:
+            counts = torch.tensor(self.caption_counts, dtype=torch.float64)
+            draws = (torch.rand(len(counts), generator=generator, dtype=torch.float64) * counts).long().tolist()
+            items = list(enumerate(draws))
+        if self.shuffle:
+            items = [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+        return items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.items()[self.skip:])
+
+    def __len__(self) -> int:
+        total = sum(self.caption_counts) if self.mode == "pairs" else len(self.caption_counts)
+        return max(total - self.skip, 0)
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack inputs and right-pad token sequences with 0 (`<pad>`)."""
+    lengths = torch.tensor([len(item["tokens"]) for item in batch])
+    tokens = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
+    for row, item in enumerate(batch):
+        tokens[row, : len(item["tokens"])] = item["tokens"]
+    return {"input": torch.stack([item["input"] for item in batch]), "tokens": tokens, "lengths": lengths,
+            "index": torch.tensor([item["index"] for item in batch])}

@@ -1,0 +1,225 @@
+"""`train(cfg) -> metrics`: the whole training run, called by `scripts/train.py`, tests and sweepers alike."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, augments, build_transform, collate
+from captioning.data.records import DataError, check_images, clean_captions
+from captioning.engine import compute_features, train_one_epoch, validate
+from captioning.models.captioner import build_model
+from captioning.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available here")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA only: auto picks bf16 where supported, else fp16 (with a grad scaler)."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"train.amp must be auto|bf16|fp16|off, got {amp!r}")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]], "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state((state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:]))
+    random.setstate(state["python"])
+
+
+def load_splits(data_cfg: DictConfig) -> dict:
+    """Read the configured source, drop empty captions, and open every train/val image now."""
+    splits = instantiate(data_cfg.source, _convert_="all")
+    for split in ("train", "val"):
+        if not splits.get(split):
+            raise DataError(f"data: the source gives no '{split}' images")
+    for split, records in splits.items():
+        records = clean_captions(records, f"{split} captions", data_cfg.on_bad_caption)
+        if data_cfg.verify_images != "none" and split in ("train", "val"):
+            records = check_images(records, data_cfg.on_bad_image, full=data_cfg.verify_images == "full",
+                                   desc=f"checking {split} images")
+        splits[split] = records
+    return splits
+
+
+def make_loader(dataset, sampler, batch_size: int, data_cfg: DictConfig, device: torch.device) -> DataLoader:
+    pin = device.type == "cuda" if data_cfg.pin_memory == "auto" else bool(data_cfg.pin_memory)
+    # An explicit generator keeps DataLoader start-up from consuming the global RNG, so resumes are exact.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, pin_memory=pin,
+                      num_workers=data_cfg.num_workers, generator=torch.Generator())
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train a captioner from a composed config; returns the final validation metrics plus `select`."""
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    device = resolve_device(cfg.train.device)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+
+    splits = load_splits(cfg.data)
+    resume = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
+    if resume is not None:
+        vocab = Vocabulary(resume["vocab"])  # the resumed run keeps the vocabulary its weights were trained with
+    else:
+        vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
+    vocab.save(run_dir / "vocab.json")
+    log.info("vocabulary: %d words (min_count=%d, train split only)", len(vocab), cfg.vocab.min_count)
+
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_model(model_config, len(vocab), pretrained=resume is None).to(device)
+    encoder = model.encoder
+
+    # A frozen encoder without augmentation gives every image the same feature all run: compute it once.
+    cached = not encoder.trainable and not augments(cfg.data.augment)
+    eval_transform = build_transform(encoder.preprocess)
+    inputs = {}
+    for split in ("train", "val"):
+        records = splits[split]
+        images = ImageLoader(records, build_transform(encoder.preprocess, cfg.data.augment) if split == "train" else eval_transform)
+        if cached:
+            image_set = CaptionDataset(records, vocab, cfg.vocab.max_length, ImageLoader(records, eval_transform))
+            features = compute_features(encoder, make_loader(image_set, [(i, 0) for i in range(len(records))],
+                                                             cfg.train.batch_size, cfg.data, device),
+                                        device, len(records), amp_dtype, desc=f"encoding {split} images")
+            inputs[split] = features.__getitem__
+        else:
+            inputs[split] = images
+    train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, inputs["train"])
+    val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, inputs["val"])
+    sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed)
+    train_loader = make_loader(train_set, sampler, cfg.train.batch_size, cfg.data, device)
+    val_loss_loader = make_loader(val_set, EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False),
+                                  cfg.train.batch_size, cfg.data, device)
+    val_caption_loader = make_loader(val_set, [(i, 0) for i in range(len(val_set))], cfg.train.batch_size, cfg.data, device)
+    val_references = [r.captions for r in splits["val"]]
+
+    encoder_lr = cfg.train.encoder_lr if cfg.train.encoder_lr is not None else cfg.optim.lr
+    groups = [{"params": list(model.decoder.parameters())}]
+    if encoder.trainable:
+        groups.append({"params": list(encoder.parameters()), "lr": encoder_lr})
+    optimizer = instantiate(cfg.optim)(groups)
+    scheduler = instantiate(cfg.scheduler.build)(optimizer) if cfg.scheduler.build else None
+    per_step_schedule = scheduler is not None and cfg.scheduler.interval == "step"
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    epoch, batch_in_epoch, step = 0, 0, 0
+    select, mode = cfg.train.select_metric, cfg.train.select_mode
+    best = {"value": None, "epoch": None, "step": None}
+    if resume is not None:
+        load_state(model, resume["model"], cfg.train.resume)
+        try:
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None and resume.get("scheduler"):
+                scheduler.load_state_dict(resume["scheduler"])
+            if scaler is not None and resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"{cfg.train.resume}: optimizer/scheduler state does not fit this run ({error})") from error
+        epoch, batch_in_epoch, step = resume["epoch"], resume["batch_in_epoch"], resume["step"]
+        best = resume.get("best", best)
+        set_rng_state(resume["rng"])
+        log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    step_log = open(run_dir / "train_log.jsonl", "a")
+
+    def on_step(step: int, loss: float) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        step_log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr}) + "\n")
+        if step % cfg.train.log_every == 0:
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", lr, step)
+        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+            save_checkpoint(payload(epoch, sampler_position(step), step, None), run_dir / "checkpoints" / "last.pt")
+
+    steps_at_epoch_start = step - batch_in_epoch
+
+    def sampler_position(step: int) -> int:
+        return step - steps_at_epoch_start
+
+    def payload(epoch: int, batch_in_epoch: int, step: int, metrics: dict | None) -> dict:
+        return {"model": model.state_dict(), "model_config": model_config, "vocab": vocab.to_json(),
+                "preprocess": encoder.preprocess, "max_length": cfg.vocab.max_length,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                "scaler": scaler.state_dict() if scaler else None, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "step": step, "rng": rng_state(), "metrics": metrics, "best": best,
+                "config": OmegaConf.to_container(cfg, resolve=True)}
+
+    metrics = None
+    max_steps = cfg.train.max_steps
+    decode_length = cfg.vocab.max_length + 1
+    while epoch < cfg.train.epochs and (max_steps is None or step < max_steps):
+        sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.train.batch_size)
+        steps_at_epoch_start = step - batch_in_epoch
+        step, stopped = train_one_epoch(model, train_loader, optimizer, device, cached=cached, step=step,
+                                        max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler,
+                                        grad_clip=cfg.train.grad_clip, scheduler=scheduler if per_step_schedule else None,
+                                        on_step=on_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+        step_log.flush()
+        if stopped:
+            batch_in_epoch = step - steps_at_epoch_start  # stopped mid-epoch: a resume continues this epoch
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+            if scheduler is not None and not per_step_schedule:
+                scheduler.step()
+        metrics, captions = validate(model, val_loss_loader, val_caption_loader, val_references, vocab, device,
+                                     cached=cached, max_length=decode_length, amp_dtype=amp_dtype)
+        metrics.update(epoch=epoch, step=step)
+        log.info("epoch %d step %d | val loss %.3f | BLEU-1 %.1f BLEU-4 %.1f", epoch, step, metrics["loss"],
+                 metrics["BLEU-1"], metrics["BLEU-4"])
+        for name in ("loss", "perplexity", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"):
+            writer.add_scalar(f"val/{name}", metrics[name], step)
+        writer.add_text("val/examples", "\n\n".join(
+            f"`{' '.join(captions[i])}` (ref: {val_references[i][0]})" for i in range(min(5, len(captions)))), step)
+        value = metrics[select]
+        if best["value"] is None or (value > best["value"] if mode == "max" else value < best["value"]):
+            best = {"value": value, "epoch": epoch, "step": step}
+            save_checkpoint(payload(epoch, batch_in_epoch, step, metrics), run_dir / "checkpoints" / "best.pt")
+        save_checkpoint(payload(epoch, batch_in_epoch, step, metrics), run_dir / "checkpoints" / "last.pt")
+
+    writer.close()
+    step_log.close()
+    if metrics is None:
+        raise RuntimeError(f"nothing to train: epoch {epoch} >= train.epochs={cfg.train.epochs} "
+                           f"or step {step} >= train.max_steps={max_steps}")
+    result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
