@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioning.decoding import greedy_search
-from captioning.metrics import bleu
+from captioning.metrics import bleu, cider
 from captioning.models.captioner import CaptionModel
 from captioning.vocab import Vocabulary, tokenize
 
@@ -103,20 +103,31 @@ def greedy_captions(model: CaptionModel, loader: DataLoader, vocab: Vocabulary, 
     return captions
 
 
+# What `validate` returns, so `train.select_metric` can be checked before the first epoch.
+VALIDATION_METRICS = ("loss", "perplexity", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr")
+
+
 def bleu_of(captions: dict[int, list[str]], references: list[list[str]]) -> dict[str, float]:
     """BLEU of decoded captions against the raw reference captions of the same record indices."""
     indices = sorted(captions)
     return bleu([captions[i] for i in indices], [[tokenize(ref) for ref in references[i]] for i in indices])
 
 
+def cider_of(captions: dict[int, list[str]], references: list[list[str]]) -> float:
+    """CIDEr-D on the project tokenisation (no Java needed), against the same record indices' references."""
+    indices = sorted(captions)
+    return cider([captions[i] for i in indices], [[tokenize(ref) for ref in references[i]] for i in indices])
+
+
 def validate(model: CaptionModel, loss_loader: DataLoader, caption_loader: DataLoader, references: list[list[str]],
              vocab: Vocabulary, device: torch.device, *, cached: bool, max_length: int,
              amp_dtype: torch.dtype | None = None) -> tuple[dict[str, float], dict[int, list[str]]]:
-    """Validation loss and greedy BLEU-1..4; also returns the decoded captions."""
+    """Validation loss, greedy BLEU-1..4 and CIDEr (see `VALIDATION_METRICS`); also returns the decoded captions."""
     metrics = {"loss": mean_loss(model, loss_loader, device, cached=cached, amp_dtype=amp_dtype)}
     captions = greedy_captions(model, caption_loader, vocab, device, cached=cached, max_length=max_length,
                                desc="validating")
     metrics.update(bleu_of(captions, references))
+    metrics["CIDEr"] = cider_of(captions, references)
     metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
     return metrics, captions
 

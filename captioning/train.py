@@ -16,7 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, augments, build_transform, collate
 from captioning.data.records import DataError, check_images, clean_captions
-from captioning.engine import compute_features, train_one_epoch, validate
+from captioning.engine import VALIDATION_METRICS, compute_features, greedy_captions, train_one_epoch, validate
 from captioning.models.captioner import build_model
 from captioning.vocab import Vocabulary
 
@@ -142,6 +142,8 @@ def train(cfg: DictConfig) -> dict:
 
     epoch, batch_in_epoch, step = 0, 0, 0
     select, mode = cfg.train.select_metric, cfg.train.select_mode
+    if select not in VALIDATION_METRICS:
+        raise ValueError(f"train.select_metric={select!r} is not a validation metric; choose from {VALIDATION_METRICS}")
     best = {"value": None, "epoch": None, "step": None}
     if resume is not None:
         load_state(model, resume["model"], cfg.train.resume)
@@ -159,7 +161,7 @@ def train(cfg: DictConfig) -> dict:
         log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
 
     writer = SummaryWriter(str(run_dir / "tensorboard"))
-    step_log = open(run_dir / "train_log.jsonl", "a")
+    step_log = open(run_dir / "steps.jsonl", "a")
 
     def on_step(step: int, loss: float) -> None:
         lr = optimizer.param_groups[0]["lr"]
@@ -203,9 +205,9 @@ def train(cfg: DictConfig) -> dict:
         metrics, captions = validate(model, val_loss_loader, val_caption_loader, val_references, vocab, device,
                                      cached=cached, max_length=decode_length, amp_dtype=amp_dtype)
         metrics.update(epoch=epoch, step=step)
-        log.info("epoch %d step %d | val loss %.3f | BLEU-1 %.1f BLEU-4 %.1f", epoch, step, metrics["loss"],
-                 metrics["BLEU-1"], metrics["BLEU-4"])
-        for name in ("loss", "perplexity", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"):
+        log.info("epoch %d step %d | val loss %.3f | BLEU-1 %.1f BLEU-4 %.1f CIDEr %.1f", epoch, step, metrics["loss"],
+                 metrics["BLEU-1"], metrics["BLEU-4"], metrics["CIDEr"])
+        for name in VALIDATION_METRICS:
             writer.add_scalar(f"val/{name}", metrics[name], step)
         writer.add_text("val/examples", "\n\n".join(
             f"`{' '.join(captions[i])}` (ref: {val_references[i][0]})" for i in range(min(5, len(captions)))), step)
@@ -222,4 +224,16 @@ def train(cfg: DictConfig) -> dict:
                            f"or step {step} >= train.max_steps={max_steps}")
     result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if cfg.train.show_examples and splits.get("test"):
+        show_examples(model, splits["test"][: cfg.train.show_examples], vocab, eval_transform, device, decode_length)
     return result
+
+
+def show_examples(model, records, vocab: Vocabulary, transform, device: torch.device, max_length: int) -> None:
+    """Greedy captions for a few held-out images, printed as `path<TAB>caption`."""
+    dataset = CaptionDataset(records, vocab, max_length, ImageLoader(records, transform))
+    loader = DataLoader(dataset, batch_size=len(records), sampler=[(i, 0) for i in range(len(records))], collate_fn=collate)
+    captions = greedy_captions(model, loader, vocab, device, cached=False, max_length=max_length, desc="test examples")
+    print("captions of held-out test images (greedy):")
+    for index, record in enumerate(records):
+        print(f"{record.image_path}\t{' '.join(captions[index])}")

@@ -1,0 +1,148 @@
+"""Training end to end: outputs, exact resume, feature caching, every data source, and the learning result."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from captioning.checkpoint import load_checkpoint, load_state
+from captioning.data.dataset import CaptionDataset, ImageLoader, build_transform, collate
+from captioning.engine import bleu_of, greedy_captions
+from captioning.models.captioner import build_model
+from captioning.train import train
+from captioning.vocab import Vocabulary
+
+from tests.conftest import FLICKR, compose_train, tiny_overrides
+from tests.test_data_sources import write_coco, write_images
+
+
+def losses(run_dir):
+    return {row["step"]: row["loss"] for row in map(json.loads, (run_dir / "steps.jsonl").read_text().splitlines())}
+
+
+def test_run_folder_contents(tiny_run):
+    for name in ("checkpoints/best.pt", "checkpoints/last.pt", "vocab.json", "metrics.json", "config.yaml", "steps.jsonl"):
+        assert (tiny_run / name).is_file(), name
+    assert list((tiny_run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert {"loss", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"} <= set(metrics)
+    steps = losses(tiny_run)
+    assert steps[max(steps)] < steps[1]  # it learned something in two epochs
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, synthetic_root):
+    """Stop mid-epoch, resume from last.pt: the remaining losses equal those of a run never stopped."""
+    base = tiny_overrides(synthetic_root) + ["model.decoder.dropout=0.3", "train.epochs=5"]  # dropout: RNG must be restored
+    train(compose_train(base + ["train.max_steps=12"], tmp_path / "straight"))
+    train(compose_train(base + ["train.max_steps=5"], tmp_path / "stopped"))
+    resumed = compose_train(base + ["train.max_steps=12", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"],
+                            tmp_path / "resumed")
+    train(resumed)
+    straight, after = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(after) == list(range(6, 13))  # 8 batches per epoch: resumes inside epoch 1, crosses into epoch 2
+    for step in after:
+        assert after[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
+
+
+def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_root, monkeypatch):
+    from captioning.models import encoders
+
+    calls = {"images": 0}
+    original = encoders.ImageEncoder.forward
+
+    def counting(self, images):
+        calls["images"] += images.size(0)
+        return original(self, images)
+
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", counting)
+    cfg = compose_train(tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.epochs=3",
+                                                          "train.show_examples=0"], tmp_path)
+    train(cfg)
+    assert calls["images"] == 120 + 24  # every train and val image once, not once per epoch
+
+
+@pytest.mark.parametrize("image_input", ["first_step"])
+def test_first_step_image_input_trains(tmp_path, synthetic_root, image_input):
+    cfg = compose_train(tiny_overrides(synthetic_root) + [f"model.decoder.image_input={image_input}", "train.epochs=8",
+                                                          "optim.lr=0.003"], tmp_path)
+    metrics = train(cfg)
+    uniform = np.log(len(json.loads((tmp_path / "vocab.json").read_text())))
+    assert metrics["loss"] < 0.6 * uniform, (metrics["loss"], uniform)  # well below guessing words uniformly
+
+
+def test_coco_and_karpathy_sources_train(tmp_path):
+    names = {i: f"COCO_val2014_{i:012d}.jpg" for i in range(1, 13)}
+    write_images(tmp_path / "images", names.values())
+    captions = {i: [f"a picture number {i % 3}", "a small picture"] for i in names}
+    train_ids, val_ids = list(names)[:8], list(names)[8:]
+    write_coco(tmp_path / "train.json", {i: names[i] for i in train_ids}, {i: captions[i] for i in train_ids})
+    write_coco(tmp_path / "val.json", {i: names[i] for i in val_ids}, {i: captions[i] for i in val_ids})
+    small = ["train.max_steps=2", "train.batch_size=4", "model.decoder.hidden_size=16", "model.decoder.embed_size=16",
+             "vocab.min_count=1"]
+    coco = compose_train(["data=coco", f"data.train.annotations={tmp_path / 'train.json'}",
+                          f"data.train.images={tmp_path / 'images'}", f"data.val.annotations={tmp_path / 'val.json'}",
+                          f"data.val.images={tmp_path / 'images'}"] + small, tmp_path / "coco-run")
+    train(coco)
+    assert (tmp_path / "coco-run" / "checkpoints" / "last.pt").is_file()
+
+    karpathy = {"images": [{"filepath": "images", "filename": names[i], "cocoid": i,
+                            "split": "train" if i in train_ids else "val",
+                            "sentences": [{"raw": c} for c in captions[i]]} for i in names]}
+    (tmp_path / "dataset_coco.json").write_text(json.dumps(karpathy))
+    train(compose_train(["data=karpathy", f"data.dataset_json={tmp_path / 'dataset_coco.json'}",
+                         f"data.image_root={tmp_path}"] + small, tmp_path / "karpathy-run"))
+    assert (tmp_path / "karpathy-run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_missing_mandatory_key_is_named(tmp_path):
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises(OmegaConfBaseException, match="Missing mandatory value: data.captions_file"):
+        train(compose_train(["data=flickr"], tmp_path))
+
+
+@pytest.mark.parametrize("override, message", [("train.amp=fast", "train.amp"), ("data.sampling=all", "data.sampling"),
+                                               ("data.on_bad_image=ignore", "data.on_bad_image")])
+def test_wrong_config_values_are_named(tmp_path, synthetic_root, override, message):
+    with pytest.raises(ValueError, match=message):
+        train(compose_train(tiny_overrides(synthetic_root) + [override], tmp_path))
+
+
+@pytest.mark.skipif(not (FLICKR / "captions.txt").is_file(), reason="../shared/data/flickr8k-1k is absent")
+def test_real_flickr_images_train(tmp_path):
+    cfg = compose_train(["data=flickr", f"data.captions_file={FLICKR / 'captions.txt'}",
+                         f"data.image_dir={FLICKR / 'images'}", f"data.split_file={FLICKR / 'split.json'}",
+                         "train.max_steps=3", "train.batch_size=16", "data.verify_images=header"], tmp_path)
+    metrics = train(cfg)
+    assert (tmp_path / "checkpoints" / "best.pt").is_file() and metrics["step"] == 3
+    assert len(json.loads((tmp_path / "vocab.json").read_text())) > 100
+
+
+def decoded_bleu(model, vocab, records, load_input):
+    loader = DataLoader(CaptionDataset(records, vocab, 20, load_input), batch_size=50,
+                        sampler=[(i, 0) for i in range(len(records))], collate_fn=collate)
+    captions = greedy_captions(model, loader, vocab, torch.device("cpu"), cached=False, max_length=21)
+    return bleu_of(captions, [r.captions for r in records])["BLEU-4"]
+
+
+def test_learning_result_image_drives_the_caption(learned_run):
+    """Acceptance (1): val BLEU-4 >= 50, and >= 25 points lower when every val image is noise."""
+    path = learned_run / "checkpoints" / "best.pt"
+    payload = load_checkpoint(path)
+    vocab = Vocabulary(payload["vocab"])
+    model = build_model(payload["model_config"], len(vocab), pretrained=False)
+    load_state(model, payload["model"], path)
+    model.eval()
+    records = instantiate(payload["config"]["data"]["source"])["val"]
+    transform = build_transform(payload["preprocess"])
+    real = decoded_bleu(model, vocab, records, ImageLoader(records, transform))
+    rng = np.random.default_rng(0)
+    size = payload["preprocess"]["input_size"]
+    noise_images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in records]
+    noise = decoded_bleu(model, vocab, records, lambda i: transform(noise_images[i]))
+    assert real >= 50, real
+    assert real - noise >= 25, (real, noise)
+    assert json.loads((learned_run / "metrics.json").read_text())["BLEU-4"] >= 50
