@@ -18,6 +18,7 @@ from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, a
 from captioning.data.records import DataError, check_images, clean_captions
 from captioning.engine import VALIDATION_METRICS, compute_features, greedy_captions, train_one_epoch, validate
 from captioning.models.captioner import build_model
+from captioning.plots import plot_training
 from captioning.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ def train(cfg: DictConfig) -> dict:
             writer.add_scalar(f"val/{name}", metrics[name], step)
         writer.add_text("val/examples", "\n\n".join(
             f"`{' '.join(captions[i])}` (ref: {val_references[i][0]})" for i in range(min(5, len(captions)))), step)
+        with open(run_dir / "validation.jsonl", "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
         value = metrics[select]
         if best["value"] is None or (value > best["value"] if mode == "max" else value < best["value"]):
             best = {"value": value, "epoch": epoch, "step": step}
@@ -224,6 +227,7 @@ def train(cfg: DictConfig) -> dict:
                            f"or step {step} >= train.max_steps={max_steps}")
     result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    plot_training(run_dir)
     if cfg.train.show_examples and splits.get("test"):
         show_examples(model, splits["test"][: cfg.train.show_examples], vocab, eval_transform, device, decode_length)
     return result
