@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
-from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, augments, build_transform, collate
+from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
 from captioning.data.records import DataError, check_images, clean_captions
-from captioning.engine import VALIDATION_METRICS, compute_features, greedy_captions, train_one_epoch, validate
+from captioning.engine import VALIDATION_METRICS, greedy_captions, train_one_epoch, validate
+from captioning.inputs import split_inputs
 from captioning.models.captioner import build_model
 from captioning.plots import plot_training
 from captioning.vocab import Vocabulary
@@ -64,15 +65,15 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def load_splits(data_cfg: DictConfig) -> dict:
-    """Read the configured source, drop empty captions, and open every train/val image now."""
+def load_splits(data_cfg: DictConfig, verify: tuple[str, ...] = ("train", "val")) -> dict:
+    """Read the configured source, drop empty captions, and open every image of the `verify` splits now."""
     splits = instantiate(data_cfg.source, _convert_="all")
-    for split in ("train", "val"):
+    for split in verify:
         if not splits.get(split):
             raise DataError(f"data: the source gives no '{split}' images")
     for split, records in splits.items():
         records = clean_captions(records, f"{split} captions", data_cfg.on_bad_caption)
-        if data_cfg.verify_images != "none" and split in ("train", "val"):
+        if data_cfg.verify_images != "none" and split in verify:
             records = check_images(records, data_cfg.on_bad_image, full=data_cfg.verify_images == "full",
                                    desc=f"checking {split} images")
         splits[split] = records
@@ -108,21 +109,8 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(model_config, len(vocab), pretrained=resume is None).to(device)
     encoder = model.encoder
 
-    # A frozen encoder without augmentation gives every image the same feature all run: compute it once.
-    cached = not encoder.trainable and not augments(cfg.data.augment)
+    inputs, cached = split_inputs(splits, encoder, cfg.data, cfg.train.batch_size, device, amp_dtype)
     eval_transform = build_transform(encoder.preprocess)
-    inputs = {}
-    for split in ("train", "val"):
-        records = splits[split]
-        images = ImageLoader(records, build_transform(encoder.preprocess, cfg.data.augment) if split == "train" else eval_transform)
-        if cached:
-            image_set = CaptionDataset(records, vocab, cfg.vocab.max_length, ImageLoader(records, eval_transform))
-            features = compute_features(encoder, make_loader(image_set, [(i, 0) for i in range(len(records))],
-                                                             cfg.train.batch_size, cfg.data, device),
-                                        device, len(records), amp_dtype, desc=f"encoding {split} images")
-            inputs[split] = features.__getitem__
-        else:
-            inputs[split] = images
     train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, inputs["train"])
     val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, inputs["val"])
     sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed)

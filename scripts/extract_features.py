@@ -1,0 +1,22 @@
+"""Cache pooled encoder features: `python scripts/extract_features.py data=... model/encoder=... output=PATH`."""
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.features import extract_from_config  # noqa: E402
+
+log = logging.getLogger("extract_features")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="extract_features")
+def main(cfg: DictConfig) -> None:
+    path = extract_from_config(cfg)
+    log.info("feature store ready: %s (train with data.features=%s)", path, path)
+
+
+if __name__ == "__main__":
+    main()

