@@ -52,7 +52,7 @@ def split_inputs(splits: dict[str, list[CaptionRecord]], encoder: ImageEncoder, 
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
         return {split: store.loader(splits[split]) for split in wanted}, True
-    elif not augments(data_cfg.augment):
+    elif not encoder.trainable and not augments(data_cfg.augment):
         inputs = {}
         for split in wanted:
             images = ImageLoader(splits[split], eval_transform)

@@ -62,6 +62,9 @@ def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_r
                                                           "train.show_examples=0"], tmp_path)
     train(cfg)
     assert calls["images"] == 120 + 24  # every train and val image once, not once per epoch
+    calls["images"] = 0
+    train(compose_train(tiny_overrides(synthetic_root) + ["train.epochs=3", "train.show_examples=0"], tmp_path / "tuned"))
+    assert calls["images"] >= 3 * 120  # a trainable encoder sees the images every epoch
 
 
 @pytest.mark.parametrize("image_input", ["first_step"])

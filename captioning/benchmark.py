@@ -1,0 +1,215 @@
+"""Throughput of the training paths and of feature extraction, through the project's own code paths.
+
+Each figure is measured after warm-up steps, with CUDA synchronised, and reported with the device name.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
+from captioning.data.records import CaptionRecord
+from captioning.engine import train_one_epoch
+from captioning.models.captioner import CaptionModel
+from captioning.models.decoder import LSTMDecoder
+from captioning.vocab import SPECIALS, Vocabulary
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset. CPU: the process's peak resident set so far."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fake_vocab(size: int) -> Vocabulary:
+    return Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(size - len(SPECIALS))])
+
+
+def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[CaptionRecord]:
+    """Records with 5 random captions of 8-16 words each (a COCO-like length distribution)."""
+    rng = np.random.default_rng(seed)
+    words = vocab.itos[len(SPECIALS):]
+    return [CaptionRecord(i, path, "train", [" ".join(rng.choice(words, rng.integers(8, 17))) for _ in range(5)])
+            for i, path in enumerate(paths)]
+
+
+def time_training(model: CaptionModel, dataset: CaptionDataset, *, cached: bool, batch_size: int, steps: int,
+                  warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int) -> dict:
+    """Captions per second of `train_one_epoch` over this dataset (the real training step)."""
+    sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    common = dict(cached=cached, amp_dtype=amp_dtype, scaler=scaler, grad_clip=5.0)
+    train_one_epoch(model, loader, optimizer, device, step=0, max_steps=warmup, **common)
+    reset_peak(device)
+    synchronize(device)
+    start = time.perf_counter()
+    train_one_epoch(model, loader, optimizer, device, step=0, max_steps=steps, **common)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"captions_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps,
+            "batch_size": batch_size, "peak_memory_mb": peak_memory_mb(device)}
+
+
+@torch.no_grad()
+def time_extraction(encoder: torch.nn.Module, load: Callable[[int], torch.Tensor], count: int, *, batch_size: int,
+                    device: torch.device, amp_dtype: torch.dtype | None, num_workers: int, warmup: int = 2) -> dict:
+    """Images per second through the frozen encoder, loading with `load(index)` in DataLoader workers."""
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return count
+
+        def __getitem__(self, i):
+            return load(i)
+
+    loader = DataLoader(Images(), batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=num_workers > 0)
+    encoder.eval().to(device)
+    context = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False)
+
+    def run(limit: int) -> int:
+        done = 0
+        for i, batch in enumerate(loader):
+            if i >= limit:
+                break
+            with context:
+                encoder(batch.to(device, non_blocking=True))
+            done += batch.size(0)
+        return done
+
+    run(warmup)
+    reset_peak(device)
+    synchronize(device)
+    start = time.perf_counter()
+    images = run(10**9)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": images / seconds, "seconds": seconds, "images": images, "batch_size": batch_size,
+            "peak_memory_mb": peak_memory_mb(device)}
+
+
+def make_model(encoder_cfg: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device) -> CaptionModel:
+    encoder = instantiate(encoder_cfg, trainable=trainable)
+    decoder = LSTMDecoder(vocab_size, encoder.out_dim, embed_size=hidden, hidden_size=hidden)
+    return CaptionModel(encoder, decoder).to(device)
+
+
+def image_paths(image_dir: str | Path | None, count: int, tmp: Path) -> list[Path]:
+    """Real JPEGs from `image_dir` when given, else random 320x240 JPEGs written to `tmp`."""
+    if image_dir and Path(image_dir).is_dir():
+        paths = sorted(Path(image_dir).glob("*.jpg"))[:count]
+        return (paths * (count // max(len(paths), 1) + 1))[:count]
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(min(count, 64)):
+        path = tmp / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return (paths * (count // len(paths) + 1))[:count]
+
+
+def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None, tmp: Path) -> list[dict]:
+    """Cached features vs decoding images (same frozen encoder) vs fine-tuning, then extraction."""
+    rows = []
+    vocab = fake_vocab(cfg.vocab_size)
+    encoder_cfg = dict(cfg.encoder)
+    paths = image_paths(cfg.image_dir, cfg.images, tmp)
+    records = fake_records(paths, vocab)
+    name = device_name(device)
+
+    model = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=False, device=device)
+    features = torch.randn(len(records), model.encoder.out_dim)
+    cached_set = CaptionDataset(records, vocab, 20, features.__getitem__)
+    for batch_size in cfg.cached_batch_sizes:
+        result = time_training(model, cached_set, cached=True, batch_size=batch_size, steps=cfg.cached_steps,
+                               warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0)
+        rows.append({"benchmark": "train, cached features", "device": name, **result})
+
+    transform = build_transform(model.encoder.preprocess)
+    image_set = CaptionDataset(records, vocab, 20, ImageLoader(records, transform))
+    result = time_training(model, image_set, cached=False, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
+                           warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers)
+    rows.append({"benchmark": f"train, decoding images, frozen {model.encoder.name}", "device": name, **result})
+
+    tuned = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=True, device=device)
+    result = time_training(tuned, image_set, cached=False, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
+                           warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers)
+    rows.append({"benchmark": f"train, decoding images, fine-tuning {tuned.encoder.name}", "device": name, **result})
+    del model, tuned
+
+    for extract_cfg in cfg.extraction:
+        encoder = instantiate(dict(extract_cfg.encoder), trainable=False)
+        transform = build_transform(encoder.preprocess)
+        size = encoder.preprocess["input_size"]
+        if extract_cfg.source == "memory":
+            count = extract_cfg.images
+            load = lambda i: torch.randn(3, size, size)  # noqa: E731 - model-side throughput, no JPEG decoding
+        else:
+            count = min(extract_cfg.images, len(paths))
+            loader = ImageLoader(records, transform)
+            load = loader
+        result = time_extraction(encoder, load, count, batch_size=extract_cfg.batch_size, device=device,
+                                 amp_dtype=amp_dtype, num_workers=cfg.num_workers if extract_cfg.source != "memory" else 0)
+        rows.append({"benchmark": f"extract {encoder.name} ({extract_cfg.source}{', amp' if amp_dtype else ''})",
+                     "device": name, **result})
+        del encoder
+    return rows
+
+
+def run(cfg) -> list[dict]:
+    """Run the configured set, print the table (device name on every row), optionally write JSON."""
+    import json
+    import tempfile
+
+    from captioning.train import resolve_amp, resolve_device
+
+    device = resolve_device(cfg.device)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = training_benchmarks(cfg, device, amp_dtype, Path(tmp))
+    cached = [r for r in rows if r["benchmark"].startswith("train, cached")]
+    images = next(r for r in rows if "frozen" in r["benchmark"])
+    print(f"\n{'benchmark':58s} {'batch':>6s} {'per second':>12s} {'peak MB':>9s}  device")
+    for row in rows:
+        rate = row.get("captions_per_s", row.get("images_per_s"))
+        unit = "captions" if "captions_per_s" in row else "images"
+        print(f"{row['benchmark']:58s} {row['batch_size']:6d} {rate:9.0f} {unit[:3]} {row['peak_memory_mb']:9.0f}  {row['device']}")
+    speedup = max(r["captions_per_s"] for r in cached) / images["captions_per_s"]
+    print(f"cached-feature training is {speedup:.1f}x the image-decoding path with the same frozen encoder ({rows[0]['device']})")
+    if cfg.output:
+        Path(cfg.output).write_text(json.dumps({"rows": rows, "cached_over_images": speedup}, indent=1))
+    return rows

@@ -1,0 +1,18 @@
+"""Training and feature-extraction throughput table: `python scripts/benchmark.py [bench=cuda] [output=FILE.json]`."""
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.benchmark import run  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The benchmark script runs end to end (tiny sizes) and reports every row with its device."""
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from captioning.benchmark import run
+
+from tests.conftest import CONF
+
+
+def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
+    tiny_cnn = {"_target_": "captioning.models.encoders.tiny_cnn", "width": 4, "out_dim": 16}
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("benchmark", overrides=[
+            "images=8", "warmup=1", "cached_batch_sizes=[4]", "cached_steps=2", "image_batch_size=4", "image_steps=1",
+            "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", f"output={tmp_path / 'bench.json'}"])
+    with open_dict(cfg):
+        cfg.encoder = OmegaConf.create(tiny_cnn)
+        cfg.extraction = OmegaConf.create([{"encoder": tiny_cnn, "source": "memory", "images": 8, "batch_size": 4}])
+    rows = run(cfg)
+    assert [r["benchmark"].split(",")[0] for r in rows] == ["train", "train", "train", "extract tiny_cnn (memory)"]
+    assert all(r.get("captions_per_s", r.get("images_per_s", 0)) > 0 and r["device"] for r in rows)
+    assert rows[0]["steps"] == 2 and rows[-1]["images"] == 8
+    assert "x the image-decoding path" in capsys.readouterr().out
+    assert (tmp_path / "bench.json").is_file()
