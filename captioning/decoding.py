@@ -1,15 +1,19 @@
-"""Decoding as pure functions over tensors.
+"""Decoding as pure functions over tensors: greedy, sampling and batched beam search.
 
 A `step_fn(tokens (N,), state) -> (log_probs (N, V), state)` advances the decoder one word;
-states are tuples of tensors whose dim 1 is the batch (LSTM (h, c) layout).
+states are tuples of tensors whose dim 1 is the batch (LSTM (h, c) layout). Decoding never
+looks inside the model, so any encoder and either `image_input` mode work unchanged.
+`max_length` counts generated tokens, `<end>` included.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 StepFn = Callable[[torch.Tensor, tuple], tuple[torch.Tensor, tuple]]
+LENGTH_PENALTIES = ("none", "avg", "gnmt")
 
 
 @torch.no_grad()
@@ -31,3 +35,137 @@ def greedy_search(step_fn: StepFn, state: tuple, start: int, end: int, max_lengt
         if finished.all():
             break
     return torch.stack(out, dim=1), scores
+
+
+@torch.no_grad()
+def sample(step_fn: StepFn, state: tuple, *, start: int, end: int, max_length: int, temperature: float = 1.0,
+           top_k: int = 0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw each word from softmax(log_probs / temperature), restricted to the `top_k` likeliest (0: all).
+
+    Returns tokens (B, T) padded with `end` and scores (B,): the model's own summed log-probs of the
+    drawn words (before temperature), so samples can be ranked against beam search output.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use greedy_search for the argmax), got {temperature}")
+    B = state[0].size(1)
+    device = state[0].device
+    tokens = torch.full((B,), start, dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    scores = torch.zeros(B, device=device)
+    out = []
+    for _ in range(max_length):
+        log_probs, state = step_fn(tokens, state)  # (B, V)
+        logits = log_probs.float() / temperature
+        if 0 < top_k < logits.size(-1):
+            kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+            logits = logits.masked_fill(logits < kth_best, float("-inf"))
+        tokens = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        picked = log_probs.gather(1, tokens[:, None]).squeeze(1).float()
+        scores += torch.where(finished, torch.zeros_like(picked), picked)
+        tokens = torch.where(finished, torch.full_like(tokens, end), tokens)
+        out.append(tokens)
+        finished |= tokens == end
+        if finished.all():
+            break
+    return torch.stack(out, dim=1), scores
+
+
+def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> float | torch.Tensor:
+    """The divisor of a summed log-prob: 1 (none), L (avg: mean log-prob) or ((5 + L) / 6)^alpha (GNMT)."""
+    if kind == "none":
+        return 1.0
+    if kind == "avg":
+        return length
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def reorder_state(state: tuple, rows: torch.Tensor) -> tuple:
+    """Pick batch rows (dim 1) of every tensor in the state."""
+    return tuple(s.index_select(1, rows) for s in state)
+
+
+@torch.no_grad()
+def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_size: int, max_length: int,
+                min_length: int = 0, length_penalty: str = "none", alpha: float = 0.7, n_best: int = 1,
+                forbid: Iterable[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beam search over every image at once -> tokens (B, n_best, T) padded with `end`, scores (B, n_best).
+
+    Each step runs the model on all live rows (<= B * beam_size) and takes one top-k over
+    beam_size * V candidates per image. As in fairseq, a candidate ending in `<end>` is moved to the
+    image's finished pool only when it ranks among the top `beam_size`; the live beams are the best
+    `beam_size` candidates that do not end. So beam_size=1 is exactly greedy search. Hypotheses still
+    live after `max_length` tokens are finished as they stand, so every image gets a caption.
+
+    A score is the summed log-prob divided by `length_penalty_of(L)`, L = scored tokens (`<end>`
+    included). An image stops once its n_best-th finished score beats the best score any live beam
+    could still reach (log-probs are <= 0), and leaves the batch. `min_length` words come before
+    `<end>`; `forbid` lists token ids never produced (e.g. `<unk>`). Scores of -inf mean fewer than
+    n_best hypotheses exist.
+    """
+    if length_penalty not in LENGTH_PENALTIES:
+        raise ValueError(f"length_penalty must be one of {LENGTH_PENALTIES}, got {length_penalty!r}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    B, device, K = state[0].size(1), state[0].device, beam_size
+    forbid = torch.tensor(sorted(set(int(i) for i in forbid)), dtype=torch.long, device=device)
+
+    finished_tokens = torch.full((B, n_best, max_length), end, dtype=torch.long, device=device)
+    finished_scores = torch.full((B, n_best), float("-inf"), device=device)
+    active = torch.arange(B, device=device)  # images still searching
+    live_scores = torch.zeros(B, 1, device=device)  # (A, k): one live beam per image before the first word
+    history = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (A, k, t) words so far
+    tokens = torch.full((B,), start, dtype=torch.long, device=device)  # (A * k,) last word of each row
+
+    for t in range(max_length):
+        log_probs, state = step_fn(tokens, state)  # (A * k, V)
+        log_probs = log_probs.float()
+        if forbid.numel():
+            log_probs = log_probs.index_fill(1, forbid, float("-inf"))
+        if t < min_length:
+            log_probs = log_probs.index_fill(1, torch.tensor([end], device=device), float("-inf"))
+        A, k = live_scores.shape
+        V = log_probs.size(-1)
+        candidates = (live_scores.unsqueeze(2) + log_probs.reshape(A, k, V)).view(A, k * V)
+        num = min(2 * K, k * V)  # at most k candidates end, so `num - k` of them can stay live
+        top_scores, top_ids = candidates.topk(num, dim=1)  # (A, num), best first
+        parents, words = top_ids // V, top_ids % V
+        ends = words == end
+        paths = torch.cat([history.gather(1, parents.unsqueeze(2).expand(-1, -1, t)), words.unsqueeze(2)], dim=2)
+
+        # Finish: `<end>` candidates in the top K, or every top-K candidate at the last step.
+        top = min(K, num)
+        finishing = torch.ones_like(ends[:, :top]) if t == max_length - 1 else ends[:, :top]
+        if finishing.any():
+            normalised = top_scores[:, :top] / length_penalty_of(float(t + 1), length_penalty, alpha)
+            pool_scores = torch.cat([finished_scores[active], normalised.masked_fill(~finishing, float("-inf"))], 1)
+            padded = F.pad(paths[:, :top], (0, max_length - t - 1), value=end)
+            pool_tokens = torch.cat([finished_tokens[active], padded], dim=1)
+            finished_scores[active], pick = pool_scores.topk(n_best, dim=1)
+            finished_tokens[active] = pool_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, max_length))
+        if t == max_length - 1:
+            break
+
+        # Live: the best candidates that did not end, in score order (sort key: ends last, then rank).
+        k_next = min(K, num - k)
+        keep = (ends.long() * num + torch.arange(num, device=device)).argsort(dim=1)[:, :k_next]  # (A, k_next)
+        live_scores = top_scores.gather(1, keep)
+        history = paths.gather(1, keep.unsqueeze(2).expand(-1, -1, t + 1))
+        rows = torch.arange(A, device=device).unsqueeze(1) * k + parents.gather(1, keep)  # (A, k_next) into A * k
+
+        # A live beam's summed log-prob only falls as it grows, so the best score it can still reach is
+        # that sum over the largest penalty of any longer hypothesis. Images that cannot improve leave.
+        reach = max(length_penalty_of(float(t + 2), length_penalty, alpha),
+                    length_penalty_of(float(max_length), length_penalty, alpha))
+        searching = finished_scores[active, n_best - 1] < live_scores[:, 0] / reach
+        if not searching.all():
+            active, live_scores = active[searching], live_scores[searching]
+            history, rows = history[searching], rows[searching]
+            if active.numel() == 0:
+                break
+        state = reorder_state(state, rows.reshape(-1))
+        tokens = history[:, :, -1].reshape(-1)
+
+    lengths = torch.where((finished_tokens == end).any(2), (finished_tokens == end).int().argmax(2) + 1, max_length)
+    return finished_tokens[:, :, : int(lengths.max())], finished_scores

@@ -1,0 +1,18 @@
+"""Decoding throughput table: `python scripts/benchmark_decoding.py checkpoint=RUN/checkpoints/best.pt [device=cuda]`."""
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.decoding_benchmark import benchmark  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark_decoding")
+def main(cfg: DictConfig) -> None:
+    benchmark(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Caption images: `python scripts/caption.py checkpoint=RUN/checkpoints/best.pt images=DIR [decode.beam_size=5]`."""
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.caption import caption_images  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="caption")
+def main(cfg: DictConfig) -> None:
+    if not caption_images(cfg):
+        sys.exit("no image could be captioned")
+
+
+if __name__ == "__main__":
+    main()

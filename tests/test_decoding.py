@@ -1,0 +1,225 @@
+"""Decoding functions against hand-worked answers, exhaustive search, and greedy search."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from captioning.decoding import beam_search, greedy_search, length_penalty_of, sample
+from captioning.models.decoder import LSTMDecoder
+
+# A fake model: next-word probabilities depend on the image and the previous word only.
+START, END, A, B, C = range(5)
+TABLE = torch.tensor([
+    # image 0; columns: next = start, end, a, b, c
+    [[0, 0, .50, .30, .20],    # after <start>
+     [0, 1, 0, 0, 0],          # after <end> (never reached)
+     [0, .25, .10, .20, .45],  # after a
+     [0, .80, .12, .04, .04],  # after b
+     [0, .90, .05, .03, .02]],  # after c
+    # image 1: never ends
+    [[0, 0, .6, .4, 0],
+     [0, 1, 0, 0, 0],
+     [0, 0, .7, .3, 0],
+     [0, 0, .4, .6, 0],
+     [0, 0, .5, .5, 0]],
+])
+
+
+def table_step(tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+    """The state carries each row's image id (1, N, 1), so rows reordered wrongly read the wrong table."""
+    (image,) = state
+    return TABLE[image[0, :, 0].long(), tokens].log(), state
+
+
+def images(*ids: int) -> tuple:
+    return (torch.tensor(ids, dtype=torch.float).view(1, -1, 1),)
+
+
+def beam(ids=(0,), **options):
+    options = {"beam_size": 2, "max_length": 3, **options}
+    return beam_search(table_step, images(*ids), start=START, end=END, **options)
+
+
+def ln(p: float) -> float:
+    return math.log(p)
+
+
+def lp(length: int, alpha: float) -> float:
+    return ((5 + length) / 6) ** alpha
+
+
+# Image 0, whole sequences: "b" .3*.8=.24 | "a c" .5*.45*.9=.2025 | "c" .2*.9=.18 | "a" .5*.25=.125.
+# Greedy follows a (.5), c (.45), <end> (.9).
+# Beam 2, step 1 candidates: b.end .24, a.c .225, a.end .125, a.b .1: b.end is in the top 2 and finishes;
+# the live beams are a.c and a.b. Without a length penalty, .24 >= .225 means no live beam can win: stop.
+HAND_WORKED = [
+    # (options, expected tokens (n_best, T) before padding, expected scores)
+    ({"beam_size": 1}, [[A, C, END]], [ln(.2025)]),
+    ({"beam_size": 2}, [[B, END]], [ln(.24)]),
+    # Average log-prob: "b" ln(.24)/2 = -.714 < "a c" ln(.2025)/3 = -.532.
+    ({"beam_size": 2, "length_penalty": "avg"}, [[A, C, END]], [ln(.2025) / 3]),
+    # GNMT alpha .5: "b" -1.321 beats "a c" -1.383; alpha 1: "b" -1.223 loses to "a c" -1.198.
+    ({"beam_size": 2, "length_penalty": "gnmt", "alpha": 0.5}, [[B, END]], [ln(.24) / lp(2, .5)]),
+    ({"beam_size": 2, "length_penalty": "gnmt", "alpha": 1.0}, [[A, C, END]], [ln(.2025) / lp(3, 1.0)]),
+    # Max length 1: both top words are cut there, none ends.
+    ({"beam_size": 2, "max_length": 1, "n_best": 2}, [[A], [B]], [ln(.5), ln(.3)]),
+    # Max length 2: step 1 is the last, so its top 2 (b.end, a.c) both finish; "a c" is cut before its <end>.
+    ({"beam_size": 2, "max_length": 2, "n_best": 2}, [[B, END], [A, C]], [ln(.24), ln(.225)]),
+    # n_best 2 needs a second finished caption: step 2 finishes a.c.end .2025 and a.b.end .08.
+    ({"beam_size": 2, "n_best": 2}, [[B, END], [A, C, END]], [ln(.24), ln(.2025)]),
+    # Beam 3 keeps a, b, c; step 1 finishes b.end and c.end, lives a.c, a.b, a.a; step 2 finishes a.c.end.
+    ({"beam_size": 3, "n_best": 3}, [[B, END], [A, C, END], [C, END]], [ln(.24), ln(.2025), ln(.18)]),
+    # min_length 2: <end> is banned at step 1, so "b" cannot finish; a.c and a.b live, a.c.end wins.
+    ({"beam_size": 2, "min_length": 2}, [[A, C, END]], [ln(.2025)]),
+    # Forbidding b: step 1 finishes c.end .18 but live a.c .225 could still win, and does at step 2.
+    ({"beam_size": 2, "forbid": (B,)}, [[A, C, END]], [ln(.2025)]),
+]
+
+
+def padded(rows: list[list[int]], length: int) -> torch.Tensor:
+    return torch.tensor([row + [END] * (length - len(row)) for row in rows])
+
+
+@pytest.mark.parametrize("options, expected_tokens, expected_scores", HAND_WORKED)
+def test_beam_search_matches_hand_worked_answers(options, expected_tokens, expected_scores):
+    tokens, scores = beam(**options)
+    length = max(len(row) for row in expected_tokens)
+    assert tokens.shape == (1, len(expected_tokens), length)
+    assert tokens[0].tolist() == padded(expected_tokens, length).tolist()
+    assert scores[0].tolist() == pytest.approx(expected_scores, abs=1e-5)
+
+
+def test_beam_that_never_ends_still_gives_its_best_captions_at_max_length():
+    # Image 1 never emits <end>. Step 1: aa .42, bb .24, ab .18, ba .16 -> live aa, bb.
+    # Step 2 (last): aaa .294, bbb .144, aab .126, bba .096 -> the top 2 finish as they stand.
+    tokens, scores = beam((1,), beam_size=2, n_best=2)
+    assert tokens[0].tolist() == [[A, A, A], [B, B, B]]
+    assert scores[0].tolist() == pytest.approx([ln(.294), ln(.144)], abs=1e-5)
+
+
+def test_images_in_one_batch_keep_their_own_answers():
+    # Image 0 stops after step 1 and leaves the batch while image 1 searches on.
+    tokens, scores = beam((0, 1, 0), beam_size=2)
+    assert tokens[:, 0].tolist() == [[B, END, END], [A, A, A], [B, END, END]]
+    assert scores[:, 0].tolist() == pytest.approx([ln(.24), ln(.294), ln(.24)], abs=1e-5)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam(length_penalty="long")
+    with pytest.raises(ValueError, match="n_best"):
+        beam(beam_size=2, n_best=3)
+
+
+# ---------------------------------------------------------------- against a real (random) LSTM
+
+
+def lstm(image_input: str, vocab_size: int = 6) -> LSTMDecoder:
+    torch.manual_seed(0)
+    return LSTMDecoder(vocab_size=vocab_size, feature_dim=8, embed_size=8, hidden_size=16, num_layers=2,
+                       image_input=image_input).eval()
+
+
+def exhaustive(decoder: LSTMDecoder, features: torch.Tensor, max_length: int, length_penalty: str, alpha: float):
+    """Score every sequence the search could return: up to `max_length` tokens, stopping at the first <end>."""
+    V, end = decoder.vocab_size, END
+    words = [w for w in range(V) if w != end]
+    sequences = [list(s) + [end] for n in range(max_length) for s in itertools.product(words, repeat=n)]
+    sequences += [list(s) for s in itertools.product(words, repeat=max_length)]
+    results = []
+    for image in range(features.size(0)):
+        scored = []
+        for sequence in sequences:
+            state, total, token = decoder.init_state(features[image:image + 1]), 0.0, torch.tensor([START])
+            for word in sequence:
+                log_probs, state = decoder.step(token, state)
+                total += float(log_probs[0, word])
+                token = torch.tensor([word])
+            scored.append((total / length_penalty_of(len(sequence), length_penalty, alpha), sequence))
+        results.append(sorted(scored, key=lambda item: -item[0]))
+    return results
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("image_input", ["init", "first_step"])
+@pytest.mark.parametrize("length_penalty", ["none", "avg", "gnmt"])
+def test_beam_as_wide_as_the_search_space_equals_exhaustive_search(image_input, length_penalty):
+    decoder, max_length, n_best = lstm(image_input, vocab_size=5), 3, 4
+    features = torch.randn(3, 8) * 3
+    expected = exhaustive(decoder, features, max_length, length_penalty, alpha=0.7)
+    width = len(expected[0])  # 1 + 4 + 16 sequences ending in <end>, 64 cut at max_length
+    tokens, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=width,
+                                 max_length=max_length, length_penalty=length_penalty, n_best=n_best)
+    for image in range(features.size(0)):
+        best = expected[image][:n_best]
+        assert scores[image].tolist() == pytest.approx([score for score, _ in best], abs=1e-4)
+        for row, (_, sequence) in zip(tokens[image].tolist(), best):
+            assert row[: len(sequence)] == sequence
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("image_input", ["init", "first_step"])
+def test_beam_size_one_is_exactly_greedy(image_input):
+    decoder = lstm(image_input, vocab_size=30)
+    features = torch.randn(16, 8) * 3
+    greedy_tokens, greedy_scores = greedy_search(decoder.step, decoder.init_state(features), START, END, 12)
+    tokens, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=1,
+                                 max_length=12)
+    assert tokens[:, 0].tolist() == greedy_tokens.tolist()
+    assert torch.equal(scores[:, 0], greedy_scores)
+
+
+@torch.no_grad()
+def test_wider_beams_never_score_worse_and_scores_are_sorted():
+    decoder = lstm("init", vocab_size=30)
+    features = torch.randn(16, 8) * 3
+    best = None
+    for beam_size in (1, 3, 5):
+        _, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END,
+                                beam_size=beam_size, max_length=10, n_best=min(beam_size, 3))
+        assert (scores[:, :-1] >= scores[:, 1:]).all()
+        if best is not None:
+            assert (scores[:, 0] >= best - 1e-5).all()
+        best = scores[:, 0]
+
+
+@torch.no_grad()
+def test_forbidden_words_and_min_length_are_respected():
+    decoder = lstm("init", vocab_size=30)
+    features = torch.randn(16, 8) * 3
+    tokens, _ = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=3,
+                            max_length=10, min_length=4, forbid=(3, 7), n_best=3)
+    assert not torch.isin(tokens, torch.tensor([3, 7])).any()
+    assert (tokens[:, :, :4] != END).all()
+
+
+@torch.no_grad()
+def test_sampling_is_seeded_and_top_k_one_is_greedy():
+    decoder = lstm("init", vocab_size=30)
+    features = torch.randn(16, 8) * 3
+    draw = lambda seed, **kw: sample(decoder.step, decoder.init_state(features), start=START, end=END,  # noqa: E731
+                                     max_length=10, generator=torch.Generator().manual_seed(seed), **kw)
+    first, second, other = draw(1, temperature=2.0), draw(1, temperature=2.0), draw(2, temperature=2.0)
+    assert torch.equal(first[0], second[0]) and not torch.equal(first[0], other[0])
+    greedy_tokens, greedy_scores = greedy_search(decoder.step, decoder.init_state(features), START, END, 10)
+    tokens, scores = draw(3, top_k=1)
+    assert torch.equal(tokens, greedy_tokens) and torch.allclose(scores, greedy_scores)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("image_input", ["init", "first_step"])
+def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(image_input):
+    decoder = lstm(image_input, vocab_size=30)
+    features = torch.randn(64, 8) * 3
+    features[40:] = 0  # padding rows
+    decode = lambda f: beam_search(decoder.step, decoder.init_state(f), start=START, end=END, beam_size=4,  # noqa: E731
+                                   max_length=12, n_best=2, length_penalty="avg")
+    tokens, scores = decode(features)
+    for row in (0, 13, 39, 50):
+        alone_tokens, alone_scores = decode(features[row:row + 1])
+        T = alone_tokens.size(2)
+        assert torch.equal(alone_tokens[0], tokens[row, :, :T]) and (tokens[row, :, T:] == END).all()
+        assert torch.allclose(alone_scores[0], scores[row], atol=1e-5)
