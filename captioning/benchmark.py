@@ -8,7 +8,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
 from captioning.data.records import CaptionRecord
+from captioning.data.tensor_batches import TensorBatches
 from captioning.engine import train_one_epoch
 from captioning.models.captioner import CaptionModel
 from captioning.models.decoder import LSTMDecoder
@@ -60,12 +61,17 @@ def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[Ca
             for i, path in enumerate(paths)]
 
 
-def time_training(model: CaptionModel, dataset: CaptionDataset, *, cached: bool, batch_size: int, steps: int,
-                  warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int) -> dict:
-    """Captions per second of `train_one_epoch` over this dataset (the real training step)."""
+def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | None, batch_size: int,
+                  steps: int, warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int) -> dict:
+    """Captions per second of `train_one_epoch` (the real training step): over cached `features` (N, D)
+    when given, else over the dataset's images."""
+    cached = features is not None
     sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+    if cached:  # as train() does: batches indexed out of tensors on the device
+        loader = TensorBatches(features, dataset.tokens, sampler, batch_size, device)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-4)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -73,8 +79,9 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, cached: bool,
     train_one_epoch(model, loader, optimizer, device, step=0, max_steps=warmup, **common)
     reset_peak(device)
     synchronize(device)
-    start = time.perf_counter()
-    train_one_epoch(model, loader, optimizer, device, step=0, max_steps=steps, **common)
+    start, done = time.perf_counter(), 0
+    while done < steps:  # as many passes over the data as the timed steps need
+        done, _ = train_one_epoch(model, loader, optimizer, device, step=done, max_steps=steps, **common)
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"captions_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps,
@@ -82,37 +89,27 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, cached: bool,
 
 
 @torch.no_grad()
-def time_extraction(encoder: torch.nn.Module, load: Callable[[int], torch.Tensor], count: int, *, batch_size: int,
-                    device: torch.device, amp_dtype: torch.dtype | None, num_workers: int, warmup: int = 2) -> dict:
-    """Images per second through the frozen encoder, loading with `load(index)` in DataLoader workers."""
-
-    class Images(torch.utils.data.Dataset):
-        def __len__(self):
-            return count
-
-        def __getitem__(self, i):
-            return load(i)
-
-    loader = DataLoader(Images(), batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=num_workers > 0)
+def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *, device: torch.device,
+                    amp_dtype: torch.dtype | None, warmup: int = 2) -> dict:
+    """Images per second through the frozen encoder over the batches that `batches()` yields."""
     encoder.eval().to(device)
     context = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False)
 
-    def run(limit: int) -> int:
-        done = 0
-        for i, batch in enumerate(loader):
+    def run(limit: int) -> tuple[int, int]:
+        done = size = 0
+        for i, batch in enumerate(batches()):
             if i >= limit:
                 break
             with context:
                 encoder(batch.to(device, non_blocking=True))
-            done += batch.size(0)
-        return done
+            done, size = done + batch.size(0), batch.size(0)
+        return done, size
 
     run(warmup)
     reset_peak(device)
     synchronize(device)
     start = time.perf_counter()
-    images = run(10**9)
+    images, batch_size = run(10**9)
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"images_per_s": images / seconds, "seconds": seconds, "images": images, "batch_size": batch_size,
@@ -155,18 +152,18 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
     features = torch.randn(len(records), model.encoder.out_dim)
     cached_set = CaptionDataset(records, vocab, 20, features.__getitem__)
     for batch_size in cfg.cached_batch_sizes:
-        result = time_training(model, cached_set, cached=True, batch_size=batch_size, steps=cfg.cached_steps,
+        result = time_training(model, cached_set, features=features, batch_size=batch_size, steps=cfg.cached_steps,
                                warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0)
         rows.append({"benchmark": "train, cached features", "device": name, **result})
 
     transform = build_transform(model.encoder.preprocess)
     image_set = CaptionDataset(records, vocab, 20, ImageLoader(records, transform))
-    result = time_training(model, image_set, cached=False, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
+    result = time_training(model, image_set, features=None, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
                            warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers)
     rows.append({"benchmark": f"train, decoding images, frozen {model.encoder.name}", "device": name, **result})
 
     tuned = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=True, device=device)
-    result = time_training(tuned, image_set, cached=False, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
+    result = time_training(tuned, image_set, features=None, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
                            warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers)
     rows.append({"benchmark": f"train, decoding images, fine-tuning {tuned.encoder.name}", "device": name, **result})
     del model, tuned
@@ -175,15 +172,24 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         encoder = instantiate(dict(extract_cfg.encoder), trainable=False)
         transform = build_transform(encoder.preprocess)
         size = encoder.preprocess["input_size"]
-        if extract_cfg.source == "memory":
-            count = extract_cfg.images
-            load = lambda i: torch.randn(3, size, size)  # noqa: E731 - model-side throughput, no JPEG decoding
-        else:
-            count = min(extract_cfg.images, len(paths))
-            loader = ImageLoader(records, transform)
-            load = loader
-        result = time_extraction(encoder, load, count, batch_size=extract_cfg.batch_size, device=device,
-                                 amp_dtype=amp_dtype, num_workers=cfg.num_workers if extract_cfg.source != "memory" else 0)
+        if extract_cfg.source == "memory":  # model-side throughput: one random batch already on the device
+            batch = torch.randn(extract_cfg.batch_size, 3, size, size, device=device)
+            repeats = max(extract_cfg.images // extract_cfg.batch_size, 1)
+            batches = lambda: (batch for _ in range(repeats))  # noqa: E731
+        else:  # end to end: JPEG decoding and resizing in DataLoader workers
+            class Images(torch.utils.data.Dataset):
+                load = ImageLoader(records[: extract_cfg.images], transform)
+
+                def __len__(self):
+                    return len(self.load.paths)
+
+                def __getitem__(self, i):
+                    return self.load(i)
+
+            loader = DataLoader(Images(), batch_size=extract_cfg.batch_size, num_workers=cfg.num_workers,
+                                pin_memory=device.type == "cuda")
+            batches = lambda: iter(loader)  # noqa: E731
+        result = time_extraction(encoder, batches, device=device, amp_dtype=amp_dtype)
         rows.append({"benchmark": f"extract {encoder.name} ({extract_cfg.source}{', amp' if amp_dtype else ''})",
                      "device": name, **result})
         del encoder

@@ -157,10 +157,9 @@ class FeatureStore:
             raise DataError(f"{self.path}: {len(missing)} images are not in the feature store: ids {_first(missing)}")
         return np.array([self.row[str(record.image_id)] for record in records])
 
-    def loader(self, records: list[CaptionRecord]):
-        """`record index -> float32 feature (D,)` for these records."""
-        rows = self.rows(records)
-        return lambda index: torch.from_numpy(self.features[rows[index]].astype(np.float32))
+    def table(self, records: list[CaptionRecord]) -> torch.Tensor:
+        """The features of these records, in their order, as one float32 (N, D) tensor."""
+        return torch.from_numpy(self.features[self.rows(records)].astype(np.float32))
 
 
 def extract_from_config(cfg) -> Path:

@@ -29,8 +29,10 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 def split_inputs(splits: dict[str, list[CaptionRecord]], encoder: ImageEncoder, data_cfg: DictConfig, batch_size: int,
-                 device: torch.device, amp_dtype: torch.dtype | None) -> tuple[dict[str, Callable[[int], torch.Tensor]], bool]:
-    """Per train/val split, `record index -> input`; the flag is True when inputs are features (D,), not images.
+                 device: torch.device, amp_dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor | Callable[[int], torch.Tensor]], bool]:
+    """Per train/val split, `record index -> input`; the flag is True when inputs are features, not images.
+
+    Cached inputs come as a feature table (N, D) tensor (indexing it is the lookup), images as a loader.
 
     - `data.features=PATH` with a frozen encoder: read the feature store (made by scripts/extract_features.py,
       or here first when `data.extract_features=true`); it must come from this very encoder.
@@ -51,7 +53,7 @@ def split_inputs(splits: dict[str, list[CaptionRecord]], encoder: ImageEncoder, 
         store.check_encoder(encoder)
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
-        return {split: store.loader(splits[split]) for split in wanted}, True
+        return {split: store.table(splits[split]) for split in wanted}, True
     elif not encoder.trainable and not augments(data_cfg.augment):
         inputs = {}
         for split in wanted:
@@ -59,7 +61,7 @@ def split_inputs(splits: dict[str, list[CaptionRecord]], encoder: ImageEncoder, 
             loader = DataLoader(_Indexed(images, len(images.paths)), batch_size=batch_size, collate_fn=collate,
                                 num_workers=data_cfg.num_workers)
             inputs[split] = compute_features(encoder, loader, device, len(images.paths), amp_dtype,
-                                             desc=f"encoding {split} images").__getitem__
+                                             desc=f"encoding {split} images")
         return inputs, True
     train_transform = build_transform(encoder.preprocess, data_cfg.augment)
     return {"train": ImageLoader(splits["train"], train_transform), "val": ImageLoader(splits["val"], eval_transform)}, False

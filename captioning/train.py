@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
 from captioning.data.records import DataError, check_images, clean_captions
+from captioning.data.tensor_batches import TensorBatches
 from captioning.engine import VALIDATION_METRICS, greedy_captions, train_one_epoch, validate
 from captioning.inputs import split_inputs
 from captioning.models.captioner import build_model
@@ -111,10 +112,12 @@ def train(cfg: DictConfig) -> dict:
 
     inputs, cached = split_inputs(splits, encoder, cfg.data, cfg.train.batch_size, device, amp_dtype)
     eval_transform = build_transform(encoder.preprocess)
-    train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, inputs["train"])
-    val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, inputs["val"])
+    lookup = {split: table.__getitem__ if cached else table for split, table in inputs.items()}
+    train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, lookup["train"])
+    val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, lookup["val"])
     sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed)
-    train_loader = make_loader(train_set, sampler, cfg.train.batch_size, cfg.data, device)
+    train_loader = (TensorBatches(inputs["train"], train_set.tokens, sampler, cfg.train.batch_size, device) if cached
+                    else make_loader(train_set, sampler, cfg.train.batch_size, cfg.data, device))
     val_loss_loader = make_loader(val_set, EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False),
                                   cfg.train.batch_size, cfg.data, device)
     val_caption_loader = make_loader(val_set, [(i, 0) for i in range(len(val_set))], cfg.train.batch_size, cfg.data, device)

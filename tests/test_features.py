@@ -37,7 +37,7 @@ def test_round_trip_equals_encoder_output(tmp_path, encoder, records):
     transform = build_transform(encoder.preprocess)
     with torch.no_grad():
         expected = encoder(torch.stack([transform(load_rgb(r.image_path)) for r in records[:4]]))
-    got = torch.stack([store.loader(records[:4])(i) for i in range(4)])
+    got = store.table(records[:4])
     assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)  # float16 storage
 
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The GPU set in one call: decoding, training and feature-extraction throughput on CUDA.
+# Usage: bash scripts/gpu_checks.sh OUTPUT_DIR CHECKPOINT   (every row is printed with the device name)
+set -euo pipefail
+out=${1:?output folder}
+checkpoint=${2:?a best.pt for the decoding benchmark}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+python3 scripts/benchmark_decoding.py checkpoint="$checkpoint" device=cuda output="$out/decoding.json" 2>&1 | tee "$out/decoding.txt"
+python3 scripts/benchmark.py bench=cuda device=cuda output="$out/training.json" hydra.run.dir="$out/hydra" 2>&1 | tee "$out/training.txt"

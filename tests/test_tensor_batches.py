@@ -1,0 +1,26 @@
+"""Tensor-indexed batches equal what DataLoader + collate give for the same sampler."""
+import torch
+from torch.utils.data import DataLoader
+
+from captioning.data.dataset import CaptionDataset, EpochSampler, collate
+from captioning.data.records import CaptionRecord
+from captioning.data.tensor_batches import TensorBatches
+from captioning.vocab import Vocabulary
+
+
+def test_same_batches_as_the_dataloader(tmp_path):
+    captions = ["a red circle", "two blue squares and a cat", "a dog", "one very long caption with many words in it"]
+    records = [CaptionRecord(i, tmp_path / f"{i}.png", "train", [captions[(i + k) % 4] for k in range(i % 3 + 1)])
+               for i in range(11)]
+    vocab = Vocabulary.build(captions, min_count=1)
+    features = torch.randn(11, 6)
+    dataset = CaptionDataset(records, vocab, 5, features.__getitem__)
+    for mode in ("pairs", "random_caption"):
+        sampler = EpochSampler([len(r.captions) for r in records], mode, seed=3)
+        sampler.set_epoch(2, skip=4)  # resuming mid-epoch skips the same items in both
+        expected = list(DataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=collate))
+        got = list(TensorBatches(features, dataset.tokens, sampler, 4, torch.device("cpu")))
+        assert len(got) == len(expected) == len(TensorBatches(features, dataset.tokens, sampler, 4, torch.device("cpu")))
+        for a, b in zip(got, expected):
+            for key in ("input", "tokens", "lengths", "index"):
+                assert torch.equal(a[key], b[key]), (mode, key)
