@@ -1,0 +1,42 @@
+"""Score captions with the COCO caption metrics.
+
+    python scripts/evaluate.py checkpoint=CKPT [data=karpathy ...] split=test [decode.beam_size=3] [output_dir=DIR]
+    python scripts/evaluate.py results=RESULTS.json annotations=CAPTIONS.json [allow_partial=true] [output_dir=DIR]
+"""
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.scoring import format_table, score_results_file  # noqa: E402
+
+log = logging.getLogger("evaluate")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    java = None if cfg.java == "none" else cfg.java
+    if cfg.results or cfg.annotations:
+        if not (cfg.results and cfg.annotations) or cfg.checkpoint:
+            raise SystemExit("results mode needs both results=... and annotations=... (and no checkpoint=...)")
+        report = score_results_file(cfg.results, cfg.annotations, cfg.output_dir, allow_partial=cfg.allow_partial,
+                                    java=java, spice=cfg.spice)
+    elif cfg.checkpoint:
+        from captioning.evaluation import evaluate_checkpoint  # torch and the model: results mode does without
+
+        report = evaluate_checkpoint(cfg.checkpoint, split=cfg.split,
+                                     data=OmegaConf.to_container(cfg.data, resolve=True) if cfg.data else None,
+                                     decode=OmegaConf.to_container(cfg.decode, resolve=True), output_dir=cfg.output_dir,
+                                     device=cfg.device, batch_size=cfg.batch_size, max_images=cfg.max_images,
+                                     java=java, spice=cfg.spice)
+    else:
+        raise SystemExit("give checkpoint=CKPT (caption a split) or results=... annotations=... (score a results file)")
+    print(format_table(report))
+    log.info("metrics.json and per_image.csv%s in %s", " and results.json" if cfg.checkpoint else "", cfg.output_dir)
+
+
+if __name__ == "__main__":
+    main()
