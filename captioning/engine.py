@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from captioning import distributed
 from captioning.decoding import greedy_search
 from captioning.metrics import bleu, cider
 from captioning.models.captioner import CaptionModel
@@ -19,6 +20,13 @@ from captioning.vocab import Vocabulary, tokenize
 def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Teacher-forcing cross-entropy: logits (B, T, V) at step t predict tokens[:, t + 1]; padding (0) masked."""
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1), ignore_index=0)
+
+
+def summed_loss(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the real (non-pad) target tokens, and how many there are."""
+    total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
+                            ignore_index=0, reduction="sum")
+    return total, int((tokens[:, 1:] != 0).sum())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -47,9 +55,14 @@ def train_one_epoch(model: CaptionModel, loader: DataLoader, optimizer: torch.op
         inputs = batch["input"].to(device, non_blocking=True)
         tokens = batch["tokens"].to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            loss = caption_loss(model.decoder(features_of(model, inputs, cached), tokens), tokens)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or set train.grad_clip")
+            total, count = summed_loss(model.decoder(features_of(model, inputs, cached), tokens), tokens)
+        # Mean over the GLOBAL batch's tokens: DDP averages gradients over ranks, so scale by the world size.
+        # In one process this is the plain token mean; across ranks it equals the one-process loss exactly.
+        all_total, all_count = distributed.sum_all(total.item(), count, device=device)
+        loss = total * distributed.world_size() / all_count
+        if not math.isfinite(all_total):
+            raise FloatingPointError(f"loss became {all_total} at step {step}; lower optim.lr or set train.grad_clip")
+        reported = all_total / all_count
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -66,9 +79,9 @@ def train_one_epoch(model: CaptionModel, loader: DataLoader, optimizer: torch.op
         if scheduler is not None:
             scheduler.step()
         step += 1
-        progress.set_postfix(loss=f"{loss.item():.3f}", step=step)
+        progress.set_postfix(loss=f"{reported:.3f}", step=step)
         if on_step is not None:
-            on_step(step, loss.item())
+            on_step(step, reported)
     return step, False
 
 
@@ -81,10 +94,9 @@ def mean_loss(model: CaptionModel, loader: DataLoader, device: torch.device, *, 
     for batch in loader:
         inputs, tokens = batch["input"].to(device), batch["tokens"].to(device)
         with autocast(device, amp_dtype):
-            logits = model.decoder(features_of(model, inputs, cached), tokens)
-        n = int((tokens[:, 1:] != 0).sum())
-        total += caption_loss(logits, tokens).item() * n
-        count += n
+            batch_total, batch_count = summed_loss(model.decoder(features_of(model, inputs, cached), tokens), tokens)
+        total, count = total + batch_total.item(), count + batch_count
+    total, count = distributed.sum_all(total, count, device=device)  # each rank saw its shard of the pairs
     return total / max(count, 1)
 
 
@@ -126,6 +138,7 @@ def validate(model: CaptionModel, loss_loader: DataLoader, caption_loader: DataL
     metrics = {"loss": mean_loss(model, loss_loader, device, cached=cached, amp_dtype=amp_dtype)}
     captions = greedy_captions(model, caption_loader, vocab, device, cached=cached, max_length=max_length,
                                desc="validating")
+    captions = distributed.gather_dict(captions)  # each rank decoded its shard: score the whole split
     metrics.update(bleu_of(captions, references))
     metrics["CIDEr"] = cider_of(captions, references)
     metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))

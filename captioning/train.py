@@ -10,17 +10,19 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 
-from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from captioning import distributed
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
 from captioning.data.records import DataError, check_images, clean_captions
 from captioning.data.tensor_batches import TensorBatches
+from captioning.distributed import resolve_device  # noqa: F401 - re-exported for scripts
 from captioning.engine import VALIDATION_METRICS, greedy_captions, train_one_epoch, validate
 from captioning.inputs import split_inputs
-from captioning.models.captioner import build_model
-from captioning.plots import plot_training
+from captioning.models.captioner import CaptionModel, build_model
+from captioning.run_log import RunLog
 from captioning.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -30,15 +32,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available here")
-    return device
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -89,38 +82,53 @@ def make_loader(dataset, sampler, batch_size: int, data_cfg: DictConfig, device:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train a captioner from a composed config; returns the final validation metrics plus `select`."""
-    seed_everything(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    device = resolve_device(cfg.train.device)
-    amp_dtype = resolve_amp(cfg.train.amp, device)
+    """Train a captioner from a composed config; returns the final validation metrics plus `select`.
 
+    Under torchrun every process runs this; they share each global batch (DistributedDataParallel)
+    and only rank 0 writes into the run folder.
+    """
+    seed_everything(cfg.seed)
+    device = distributed.setup(cfg.train.device)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    world, rank = distributed.world_size(), distributed.rank()
+    run = RunLog(cfg.run_dir, cfg.train.log_every)
+    run.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 reads (and maybe generates) the data first
     splits = load_splits(cfg.data)
+    if distributed.is_main():
+        distributed.barrier()
     resume = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
     if resume is not None:
         vocab = Vocabulary(resume["vocab"])  # the resumed run keeps the vocabulary its weights were trained with
     else:
         vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
-    vocab.save(run_dir / "vocab.json")
+    run.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     log.info("vocabulary: %d words (min_count=%d, train split only)", len(vocab), cfg.vocab.min_count)
 
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model = build_model(model_config, len(vocab), pretrained=resume is None).to(device)
     encoder = model.encoder
+    parallel = model
+    if world > 1:  # the same modules, with gradients averaged across processes
+        ids = [device.index] if device.type == "cuda" else None
+        parallel = CaptionModel(DDP(encoder, device_ids=ids) if encoder.trainable else encoder,
+                                DDP(model.decoder, device_ids=ids))
 
     inputs, cached = split_inputs(splits, encoder, cfg.data, cfg.train.batch_size, device, amp_dtype)
-    eval_transform = build_transform(encoder.preprocess)
     lookup = {split: table.__getitem__ if cached else table for split, table in inputs.items()}
     train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, lookup["train"])
     val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, lookup["val"])
-    sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed)
-    train_loader = (TensorBatches(inputs["train"], train_set.tokens, sampler, cfg.train.batch_size, device) if cached
-                    else make_loader(train_set, sampler, cfg.train.batch_size, cfg.data, device))
-    val_loss_loader = make_loader(val_set, EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False),
-                                  cfg.train.batch_size, cfg.data, device)
-    val_caption_loader = make_loader(val_set, [(i, 0) for i in range(len(val_set))], cfg.train.batch_size, cfg.data, device)
+    sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed,
+                           batch_size=cfg.train.batch_size, rank=rank, world_size=world)
+    batch_size = cfg.train.batch_size // world  # train.batch_size is the global batch
+    train_loader = (TensorBatches(inputs["train"], train_set.tokens, sampler, batch_size, device) if cached
+                    else make_loader(train_set, sampler, batch_size, cfg.data, device))
+    val_pairs = list(EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False))
+    val_loss_loader = make_loader(val_set, distributed.shard(val_pairs), batch_size, cfg.data, device)
+    val_caption_loader = make_loader(val_set, distributed.shard([(i, 0) for i in range(len(val_set))]), batch_size,
+                                     cfg.data, device)
     val_references = [r.captions for r in splits["val"]]
 
     encoder_lr = cfg.train.encoder_lr if cfg.train.encoder_lr is not None else cfg.optim.lr
@@ -152,24 +160,7 @@ def train(cfg: DictConfig) -> dict:
         set_rng_state(resume["rng"])
         log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    step_log = open(run_dir / "steps.jsonl", "a")
-
-    def on_step(step: int, loss: float) -> None:
-        lr = optimizer.param_groups[0]["lr"]
-        step_log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr}) + "\n")
-        if step % cfg.train.log_every == 0:
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", lr, step)
-        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-            save_checkpoint(payload(epoch, sampler_position(step), step, None), run_dir / "checkpoints" / "last.pt")
-
-    steps_at_epoch_start = step - batch_in_epoch
-
-    def sampler_position(step: int) -> int:
-        return step - steps_at_epoch_start
-
-    def payload(epoch: int, batch_in_epoch: int, step: int, metrics: dict | None) -> dict:
+    def payload(metrics: dict | None) -> dict:
         return {"model": model.state_dict(), "model_config": model_config, "vocab": vocab.to_json(),
                 "preprocess": encoder.preprocess, "max_length": cfg.vocab.max_length,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
@@ -177,20 +168,24 @@ def train(cfg: DictConfig) -> dict:
                 "step": step, "rng": rng_state(), "metrics": metrics, "best": best,
                 "config": OmegaConf.to_container(cfg, resolve=True)}
 
+    def on_step(done: int, loss: float) -> None:
+        nonlocal step, batch_in_epoch
+        step, batch_in_epoch = done, done - steps_at_epoch_start
+        run.step(step, epoch, loss, optimizer.param_groups[0]["lr"])
+        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+            run.checkpoint(payload(None), "last.pt")
+
     metrics = None
     max_steps = cfg.train.max_steps
     decode_length = cfg.vocab.max_length + 1
     while epoch < cfg.train.epochs and (max_steps is None or step < max_steps):
         sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.train.batch_size)
         steps_at_epoch_start = step - batch_in_epoch
-        step, stopped = train_one_epoch(model, train_loader, optimizer, device, cached=cached, step=step,
+        step, stopped = train_one_epoch(parallel, train_loader, optimizer, device, cached=cached, step=step,
                                         max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler,
                                         grad_clip=cfg.train.grad_clip, scheduler=scheduler if per_step_schedule else None,
                                         on_step=on_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
-        step_log.flush()
-        if stopped:
-            batch_in_epoch = step - steps_at_epoch_start  # stopped mid-epoch: a resume continues this epoch
-        else:
+        if not stopped:  # a run stopped mid-epoch keeps (epoch, batch_in_epoch) so a resume continues it
             epoch, batch_in_epoch = epoch + 1, 0
             if scheduler is not None and not per_step_schedule:
                 scheduler.step()
@@ -199,28 +194,21 @@ def train(cfg: DictConfig) -> dict:
         metrics.update(epoch=epoch, step=step)
         log.info("epoch %d step %d | val loss %.3f | BLEU-1 %.1f BLEU-4 %.1f CIDEr %.1f", epoch, step, metrics["loss"],
                  metrics["BLEU-1"], metrics["BLEU-4"], metrics["CIDEr"])
-        for name in VALIDATION_METRICS:
-            writer.add_scalar(f"val/{name}", metrics[name], step)
-        writer.add_text("val/examples", "\n\n".join(
-            f"`{' '.join(captions[i])}` (ref: {val_references[i][0]})" for i in range(min(5, len(captions)))), step)
-        with open(run_dir / "validation.jsonl", "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+        run.validation(metrics, [(" ".join(captions[i]), val_references[i][0]) for i in sorted(captions)[:5]], step)
         value = metrics[select]
         if best["value"] is None or (value > best["value"] if mode == "max" else value < best["value"]):
             best = {"value": value, "epoch": epoch, "step": step}
-            save_checkpoint(payload(epoch, batch_in_epoch, step, metrics), run_dir / "checkpoints" / "best.pt")
-        save_checkpoint(payload(epoch, batch_in_epoch, step, metrics), run_dir / "checkpoints" / "last.pt")
+            run.checkpoint(payload(metrics), "best.pt")
+        run.checkpoint(payload(metrics), "last.pt")
 
-    writer.close()
-    step_log.close()
     if metrics is None:
         raise RuntimeError(f"nothing to train: epoch {epoch} >= train.epochs={cfg.train.epochs} "
                            f"or step {step} >= train.max_steps={max_steps}")
     result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    plot_training(run_dir)
-    if cfg.train.show_examples and splits.get("test"):
-        show_examples(model, splits["test"][: cfg.train.show_examples], vocab, eval_transform, device, decode_length)
+    run.finish(result)
+    if cfg.train.show_examples and splits.get("test") and distributed.is_main():
+        show_examples(model, splits["test"][: cfg.train.show_examples], vocab, build_transform(encoder.preprocess),
+                      device, decode_length)
     return result
 
 

@@ -86,11 +86,15 @@ class EpochSampler(Sampler):
     `skip` drops the first items of the epoch (resuming mid-epoch).
     """
 
-    def __init__(self, caption_counts: list[int], mode: str = "random_caption", shuffle: bool = True, seed: int = 0):
+    def __init__(self, caption_counts: list[int], mode: str = "random_caption", shuffle: bool = True, seed: int = 0,
+                 batch_size: int = 1, rank: int = 0, world_size: int = 1):
         if mode not in ("pairs", "random_caption"):
             raise ValueError(f"data.sampling must be 'pairs' or 'random_caption', got {mode!r}")
+        if batch_size % world_size:
+            raise ValueError(f"train.batch_size={batch_size} (the global batch) must divide by the {world_size} processes")
         self.caption_counts = caption_counts
         self.mode, self.shuffle, self.seed = mode, shuffle, seed
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -109,11 +113,22 @@ class EpochSampler(Sampler):
         return items
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.items()[self.skip:])
+        items = self.items()[self.skip:]
+        if self.world_size == 1:
+            return iter(items)
+        # Several processes: each takes its slice of every whole global batch, so together they see the
+        # batch a single process would; a last partial batch is dropped so all ranks step together.
+        per = self.batch_size // self.world_size
+        whole = len(items) // self.batch_size * self.batch_size
+        return iter([item for start in range(0, whole, self.batch_size)
+                     for item in items[start + self.rank * per: start + (self.rank + 1) * per]])
 
     def __len__(self) -> int:
         total = sum(self.caption_counts) if self.mode == "pairs" else len(self.caption_counts)
-        return max(total - self.skip, 0)
+        remaining = max(total - self.skip, 0)
+        if self.world_size == 1:
+            return remaining
+        return remaining // self.batch_size * (self.batch_size // self.world_size)
 
 
 def collate(batch: list[dict]) -> dict:

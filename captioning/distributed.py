@@ -1,0 +1,83 @@
+"""DistributedDataParallel plumbing for torchrun: process group, rank checks and reductions.
+
+Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) training joins a process group (NCCL on CUDA,
+gloo on CPU); in a single process every helper here is a no-op, so the training code has one path.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Only rank 0 writes logs, checkpoints and metrics."""
+    return rank() == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available here")
+    return device
+
+
+def setup(device_name: str) -> torch.device:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns this process's device."""
+    device = resolve_device(device_name)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    elif dist.is_initialized() and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def sum_all(*values: float | int, device: torch.device) -> list[float]:
+    """Sum numbers over all ranks (one all_reduce)."""
+    if not dist.is_initialized():
+        return [float(v) for v in values]
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_dict(local: dict) -> dict:
+    """Merge a dict from every rank (e.g. captions decoded on each rank's shard of the split)."""
+    if not dist.is_initialized():
+        return local
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, local)
+    merged = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def shard(items: list) -> list:
+    """This rank's share of a list (every world_size-th item)."""
+    return items[rank()::world_size()]
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,81 @@
+"""DistributedDataParallel on CPU (gloo, 2 processes): same losses as one process on the same global batch."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from captioning.checkpoint import load_checkpoint, load_state
+from captioning.models.captioner import build_model
+from captioning.train import train
+
+from tests.conftest import compose_train, tiny_overrides
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, overrides: list[str], run_dir: str) -> None:
+    """What torchrun sets up for each process, then the ordinary training entry point."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), TQDM_DISABLE="1")
+    torch.set_num_threads(1)
+    from captioning import distributed
+
+    try:
+        train(compose_train(overrides, run_dir))
+    finally:
+        distributed.cleanup()
+
+
+def run_ddp(overrides: list[str], run_dir) -> None:
+    mp.spawn(_worker, args=(2, free_port(), overrides, str(run_dir)), nprocs=2, join=True)
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in map(json.loads, (run_dir / "steps.jsonl").read_text().splitlines())}
+
+
+def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_root):
+    # frozen encoder: no batch-norm statistics that differ between a whole batch and half of it
+    base = tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.batch_size=16", "train.epochs=3",
+                                             "train.show_examples=0"]
+    torch.set_num_threads(1)
+    single = train(compose_train(base + ["train.max_steps=6"], tmp_path / "single"))
+    run_ddp(base + ["train.max_steps=6"], tmp_path / "ddp")
+
+    one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert sorted(two) == list(range(1, 7))  # rank 0 alone wrote the log: one line per step
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), step
+    # validation decoded each half of the split on one rank, scored the whole split
+    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    for name in ("loss", "BLEU-4", "CIDEr"):
+        assert ddp_metrics[name] == pytest.approx(single[name], rel=1e-5, abs=1e-6), name
+
+    # the checkpoint loads in a single process, and a DDP run resumes from it
+    path = tmp_path / "ddp" / "checkpoints" / "last.pt"
+    payload = load_checkpoint(path)
+    load_state(build_model(payload["model_config"], len(payload["vocab"]), pretrained=False), payload["model"], path)
+    run_ddp(base + ["train.max_steps=3"], tmp_path / "stopped")
+    run_ddp(base + ["train.max_steps=6", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"], tmp_path / "resumed")
+    resumed = losses(tmp_path / "resumed")
+    assert sorted(resumed) == [4, 5, 6]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(one[step], rel=1e-5), step
+
+
+def test_global_batch_must_divide_among_processes():
+    from captioning.data.dataset import EpochSampler
+
+    with pytest.raises(ValueError, match="batch_size=15"):
+        EpochSampler([5] * 10, batch_size=15, rank=0, world_size=2)
+    shards = [list(EpochSampler([1] * 10, "pairs", batch_size=4, rank=r, world_size=2)) for r in (0, 1)]
+    whole = list(EpochSampler([1] * 10, "pairs"))
+    assert shards[0] + shards[1] != whole and sorted(shards[0] + shards[1]) == sorted(whole[:8])  # last partial batch dropped
+    assert shards[0][:2] + shards[1][:2] == whole[:4]  # together the ranks hold the first global batch
