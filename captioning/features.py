@@ -67,7 +67,7 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     if encoder.weights is None:
         raise ValueError(f"encoder {encoder.name!r} has no pretrained weights: features of a random network "
                          "are not worth caching (set model.encoder.pretrained=true)")
-    output = Path(output)
+    output = Path(output).expanduser()
     ids, paths = unique_images(records)
     identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype, "count": len(ids)}
     if (output / "header.json").is_file():
@@ -134,7 +134,7 @@ class FeatureStore:
     """Read side: check the store fits the run's encoder, then look features up by image id."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if not (self.path / "header.json").is_file():
             raise DataError(f"{self.path}: not a feature store (no header.json); run scripts/extract_features.py first")
         self.header = json.loads((self.path / "header.json").read_text())

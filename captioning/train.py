@@ -209,6 +209,16 @@ def train(cfg: DictConfig) -> dict:
     if cfg.train.show_examples and splits.get("test") and distributed.is_main():
         show_examples(model, splits["test"][: cfg.train.show_examples], vocab, build_transform(encoder.preprocess),
                       device, decode_length)
+    if cfg.train.evaluate_test and distributed.is_main():
+        from captioning.evaluation import evaluate_checkpoint
+        from captioning.scoring import format_table
+
+        report = evaluate_checkpoint(Path(cfg.run_dir) / "checkpoints" / "best.pt", split="test", data=None,
+                                     decode=OmegaConf.to_container(cfg.decode, resolve=True),
+                                     output_dir=Path(cfg.run_dir) / "test", device=str(device))
+        print(format_table(report))
+        result["test"] = report["metrics"]
+        (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
 
