@@ -22,6 +22,7 @@ from captioning.distributed import resolve_device  # noqa: F401 - re-exported fo
 from captioning.engine import VALIDATION_METRICS, greedy_captions, train_one_epoch, validate
 from captioning.inputs import split_inputs
 from captioning.models.captioner import CaptionModel, build_model
+from captioning.provenance import write_provenance
 from captioning.run_log import RunLog
 from captioning.vocab import Vocabulary
 
@@ -93,6 +94,8 @@ def train(cfg: DictConfig) -> dict:
     world, rank = distributed.world_size(), distributed.rank()
     run = RunLog(cfg.run_dir, cfg.train.log_every)
     run.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if run.active:
+        write_provenance(cfg.run_dir, cfg.seed)  # git commit (+ diff), package versions, seed, command, host, time
 
     if not distributed.is_main():
         distributed.barrier()  # rank 0 reads (and maybe generates) the data first
@@ -100,15 +103,18 @@ def train(cfg: DictConfig) -> dict:
     if distributed.is_main():
         distributed.barrier()
     resume = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
-    if resume is not None:
-        vocab = Vocabulary(resume["vocab"])  # the resumed run keeps the vocabulary its weights were trained with
+    init = load_checkpoint(cfg.train.init_from) if cfg.train.get("init_from") else None  # weights only: a new stage
+    if (resume or init) is not None:
+        vocab = Vocabulary((resume or init)["vocab"])  # keep the vocabulary the weights were trained with
     else:
         vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
     run.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     log.info("vocabulary: %d words (min_count=%d, train split only)", len(vocab), cfg.vocab.min_count)
 
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    model = build_model(model_config, len(vocab), pretrained=resume is None).to(device)
+    model = build_model(model_config, len(vocab), pretrained=resume is None and init is None).to(device)
+    if init is not None:
+        load_state(model, init["model"], cfg.train.init_from)
     encoder = model.encoder
     parallel = model
     if world > 1:  # the same modules, with gradients averaged across processes

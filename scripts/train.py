@@ -1,24 +1,28 @@
-"""Train a captioner: `python scripts/train.py hydra.run.dir=DIR [overrides]`."""
+"""Train: `python scripts/train.py [task=image_caption|activity|video_caption] hydra.run.dir=DIR [overrides]`."""
 import logging
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.train import train  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `captioning` importable for the task runner
+from captioning import distributed  # noqa: E402
+from captioning.plugins import require_plugins  # noqa: E402
 
 log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    metrics = train(cfg)
+    metrics = instantiate(cfg.task.runner)(cfg)  # conf/task/: captioning.train.train for images
+    distributed.cleanup()  # leave a torchrun process group cleanly (no-op in one process)
     log.info("final validation: %s", {k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)})
-    log.info("outputs in %s (checkpoints/best.pt, checkpoints/last.pt, vocab.json, metrics.json)", cfg.run_dir)
+    log.info("outputs in %s (checkpoints/best.pt, checkpoints/last.pt, metrics.json)", cfg.run_dir)
     return metrics["select"]
 
 
 if __name__ == "__main__":
+    require_plugins(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")  # names the pip package to install
     main()

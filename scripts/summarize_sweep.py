@@ -1,0 +1,26 @@
+"""Summarise a multirun folder: `python scripts/summarize_sweep.py multirun/DATE/TIME [--output-dir DIR]`.
+
+Prints every run sorted by its best validation `train.select_metric` (respecting `train.select_mode`),
+and writes `summary.csv` and `summary.png` (metric against each swept parameter) into the folder.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.sweep_summary import summarize_sweep  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holds one sub-folder per job)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where summary.csv/png go (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    summary = summarize_sweep(args.sweep_dir, args.output_dir)
+    print(summary["table"])
+    print(f"\n{len(summary['rows'])} runs, sorted by best validation {summary['metric']}; "
+          f"wrote {summary['csv']} and {summary['plot']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Hydra sweeps through the real entry point: a grid multirun, its summary, rerunning one of its saved configs,
+an Optuna search, joblib in parallel, and the message when a plugin is missing."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from captioning import plugins
+from captioning.plugins import MissingPlugin, check_plugins, installed
+from tests.conftest import CONF, ROOT, tiny_overrides
+
+SWEEP_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def train_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=ROOT, env=SWEEP_ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def sweep_overrides(synthetic_root) -> list[str]:
+    """Tiny training with the decoder size left to the sweep; selection on validation loss (distinct per run)."""
+    return [o for o in tiny_overrides(synthetic_root) if not o.startswith("model.decoder.hidden_size=")] + [
+        "train.max_steps=3", "train.show_examples=0", "train.select_metric=loss", "train.select_mode=min"]
+
+
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory, synthetic_root):
+    """`-m optim.lr=... model.decoder.hidden_size=...`: a 2x2 grid, one process, Hydra's basic launcher."""
+    sweep_dir = tmp_path_factory.mktemp("grid")
+    train_cli(["-m", "optim.lr=1e-3,3e-3", "model.decoder.hidden_size=16,32", *sweep_overrides(synthetic_root),
+               f"hydra.sweep.dir={sweep_dir}"])
+    return sweep_dir
+
+
+def test_grid_gives_each_run_its_folder(grid_sweep):
+    grid = set()
+    for job in range(4):
+        run = grid_sweep / str(job)
+        for name in ("config.yaml", "metrics.json", "checkpoints/best.pt", "checkpoints/last.pt", ".hydra/overrides.yaml"):
+            assert (run / name).is_file(), f"{job}/{name}"
+        config = OmegaConf.load(run / "config.yaml")  # the job's own resolved config, run_dir included
+        assert config.run_dir == str(run)
+        grid.add((config.optim.lr, config.model.decoder.hidden_size))
+    assert grid == {(1e-3, 16), (1e-3, 32), (3e-3, 16), (3e-3, 32)}
+
+
+def test_summarize_sweep_prints_runs_sorted(grid_sweep, capsys):
+    runpy_main = runpy.run_path(str(ROOT / "scripts" / "summarize_sweep.py"))["main"]
+    runpy_main([str(grid_sweep)])
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0].split(), [line.split() for line in lines[1:5]]
+    assert header[:4] == ["job", "optim.lr", "model.decoder.hidden_size", "loss"]
+    expected = sorted((json.loads((grid_sweep / str(j) / "metrics.json").read_text())["select"], str(j)) for j in range(4))
+    assert [row[0] for row in rows] == [job for _, job in expected]  # lowest validation loss first (select_mode=min)
+    assert [float(row[3]) for row in rows] == pytest.approx([value for value, _ in expected], abs=1e-3)
+    assert "4 runs, sorted by best validation loss" in lines[6]
+    with open(grid_sweep / "summary.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["job"] for row in table] == [job for _, job in expected]
+    assert {(row["optim.lr"], row["model.decoder.hidden_size"]) for row in table} == {
+        ("0.001", "16"), ("0.001", "32"), ("0.003", "16"), ("0.003", "32")}
+    assert Image.open(grid_sweep / "summary.png").size == (800, 340)  # one 4-inch panel per swept parameter
+
+
+def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path):
+    """The documented command: `--config-path RUN/.hydra --config-name config` gives the same losses and metrics."""
+    original = grid_sweep / "3"
+    train_cli(["--config-path", str(original / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path}"])
+    assert losses(tmp_path) == losses(original) and len(losses(tmp_path)) == 3
+    first, second = (json.loads((run / "metrics.json").read_text()) for run in (original, tmp_path))
+    assert first == second
+
+
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_optuna_sweeper"), reason="hydra-optuna-sweeper not installed")
+def test_optuna_search_reports_best_parameters(tmp_path, synthetic_root):
+    done = train_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.decoder.hidden_size=choice(16,32)",
+                      *sweep_overrides(synthetic_root), f"hydra.sweep.dir={tmp_path}"])
+    result = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert set(result.best_params) == {"optim.lr", "model.decoder.hidden_size", "model.decoder.dropout"}
+    assert result.best_params["model.decoder.hidden_size"] in (16, 32) and 1e-4 <= result.best_params["optim.lr"] <= 1e-2
+    values = [json.loads((tmp_path / str(j) / "metrics.json").read_text())["select"] for j in range(3)]
+    assert not (tmp_path / "3").exists()
+    assert result.best_value == pytest.approx(min(values))  # select_mode=min: the sweeper minimised the loss
+    assert "Best parameters" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_joblib_launcher"), reason="hydra-joblib-launcher not installed")
+def test_joblib_runs_jobs_in_parallel_processes(tmp_path, synthetic_root):
+    train_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optim.lr=1e-3,3e-3",
+               "model.decoder.hidden_size=16", *sweep_overrides(synthetic_root), "train.max_steps=2",
+               f"hydra.sweep.dir={tmp_path}"])
+    for job in range(2):
+        metrics = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert metrics["step"] == 2
+
+
+def test_missing_plugin_is_named_with_its_pip_package(monkeypatch):
+    monkeypatch.setattr(plugins, "installed", lambda module: False)
+    with pytest.raises(MissingPlugin, match=r"hparams_search=optuna.*hydra-optuna-sweeper.*requirements-sweeps.txt"):
+        check_plugins(["hparams_search=optuna"], CONF)  # found through conf/hparams_search/optuna.yaml's defaults
+    with pytest.raises(MissingPlugin, match="hydra-submitit-launcher"):
+        check_plugins(["-m", "hydra/launcher=slurm", "optim.lr=1e-3,3e-4"], CONF)  # through conf/hydra/launcher/slurm.yaml
+    with pytest.raises(MissingPlugin, match="hydra-joblib-launcher"):
+        check_plugins(["hydra/launcher=joblib"], CONF)
+    check_plugins(["-m", "experiment=show_and_tell_coco", "optim.lr=1e-3,3e-4", "model/encoder=resnet18",
+                   "hydra.run.dir=/tmp/x"], CONF)  # nothing optional asked for: no error
+
+
+def test_train_script_exits_with_the_message_before_hydra(monkeypatch, capsys):
+    monkeypatch.setattr(plugins, "installed", lambda module: False)
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py", "hparams_search=optuna"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
+    assert "pip install -r requirements-sweeps.txt" in str(exit_info.value.code)
+    assert "hydra-optuna-sweeper" in str(exit_info.value.code)
+
+
+def fake_job(sweep_dir, job: str, overrides: list[str], metrics: dict | None, select_mode: str = "max") -> None:
+    """A job folder as Hydra and train() leave it (metrics None: the job died before finishing)."""
+    hydra_dir = sweep_dir / job / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"train": {"select_mode": select_mode}}), hydra_dir / "config.yaml")
+    if metrics is not None:
+        (sweep_dir / job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summary_puts_unfinished_runs_last_and_refuses_mixed_metrics(tmp_path):
+    from captioning.sweep_summary import summarize_sweep
+
+    for job, (dropout, value) in enumerate([(0.1, 30.0), (0.2, None), (0.3, 45.5), (0.4, 12.0)]):
+        metrics = None if value is None else {"select_metric": "CIDEr", "select": value, "best": {"epoch": 3, "step": 9}}
+        fake_job(tmp_path, str(job), ["seed=1", f"model.decoder.dropout={dropout}"], metrics)
+    summary = summarize_sweep(tmp_path)
+    assert [row["job"] for row in summary["rows"]] == ["2", "0", "3", "1"]  # CIDEr, highest first; the dead job last
+    assert summary["rows"][-1]["status"] == "unfinished" and "seed" not in summary["rows"][0]  # seed was not swept
+    assert summary["plot"].is_file()
+
+    fake_job(tmp_path, "4", ["seed=1", "model.decoder.dropout=0.5"], {"select_metric": "loss", "select": 2.0}, "min")
+    with pytest.raises(ValueError, match="different metrics"):
+        summarize_sweep(tmp_path)
