@@ -1,4 +1,4 @@
-"""Train: `python scripts/train.py [task=image_caption|activity|video_caption] hydra.run.dir=DIR [overrides]`."""
+"""Train: `python scripts/train.py [task=...] hydra.run.dir=DIR [overrides]` (tasks: conf/task/)."""
 import logging
 import sys
 from pathlib import Path
