@@ -45,8 +45,12 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
     # frozen encoder: no batch-norm statistics that differ between a whole batch and half of it
     base = tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.batch_size=16", "train.epochs=3",
                                              "train.show_examples=0"]
-    torch.set_num_threads(1)
-    single = train(compose_train(base + ["train.max_steps=6"], tmp_path / "single"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker process does; restored below, later tests compare exact floats
+    try:
+        single = train(compose_train(base + ["train.max_steps=6"], tmp_path / "single"))
+    finally:
+        torch.set_num_threads(threads)
     run_ddp(base + ["train.max_steps=6"], tmp_path / "ddp")
 
     one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
