@@ -23,7 +23,7 @@ def plot_training(run_dir: str | Path, output: str | Path | None = None) -> Path
     left.plot([r["step"] for r in validation], [r["loss"] for r in validation], "o-", label="validation")
     left.set(xlabel="step", ylabel="cross-entropy per word", title="loss")
     left.legend()
-    for name in ("BLEU-1", "BLEU-4", "CIDEr"):
+    for name in ("BLEU-1", "BLEU-4", "CIDEr", "accuracy"):
         if validation and name in validation[0]:
             right.plot([r["step"] for r in validation], [r[name] for r in validation], "o-", label=name)
     right.set(xlabel="step", ylabel="score (0-100)", title="validation (greedy)")
