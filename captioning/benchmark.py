@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
 from captioning.data.records import CaptionRecord
 from captioning.data.tensor_batches import TensorBatches
-from captioning.engine import train_one_epoch
+from captioning.engine import caption_batch_loss, train_one_epoch
 from captioning.models.captioner import CaptionModel
 from captioning.models.decoder import LSTMDecoder
 from captioning.vocab import SPECIALS, Vocabulary
@@ -73,15 +73,16 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: tor
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
                             pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
+    optimizer = torch.optim.Adam(params, lr=1e-4, fused=True)  # as conf/optim/adam.yaml
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    common = dict(cached=cached, amp_dtype=amp_dtype, scaler=scaler, grad_clip=5.0)
-    train_one_epoch(model, loader, optimizer, device, step=0, max_steps=warmup, **common)
+    common = dict(amp_dtype=amp_dtype, scaler=scaler, grad_clip=5.0)
+    loss_fn = caption_batch_loss(model, cached)
+    train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=warmup, **common)
     reset_peak(device)
     synchronize(device)
     start, done = time.perf_counter(), 0
     while done < steps:  # as many passes over the data as the timed steps need
-        done, _ = train_one_epoch(model, loader, optimizer, device, step=done, max_steps=steps, **common)
+        done, _ = train_one_epoch(model, loader, optimizer, device, loss_fn, step=done, max_steps=steps, **common)
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"captions_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps,

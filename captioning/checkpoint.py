@@ -34,12 +34,13 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Read a checkpoint written by this project; `mmap`: tensors stay on disk until touched (cheap peeks)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises many types for torn, truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
     if not isinstance(payload, dict):
@@ -48,6 +49,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path}: not a captioning checkpoint, missing {missing}")
     return payload
+
+
+def checkpoint_task(path: str | Path) -> str:
+    """The task a checkpoint was trained for: image_caption (also checkpoints that predate tasks), activity, video_caption."""
+    return load_checkpoint(path, mmap=True).get("task", "image_caption")
+
+
+def saved_config(node: dict, path: str | Path, what: str) -> dict:
+    """A config read back from a checkpoint, refused if it names code outside this package.
+
+    `instantiate` on a saved `_target_` would call whatever the file names; a checkpoint must
+    never be a way to run code, so only `captioning.` targets pass.
+    """
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            target = item.get("_target_")
+            if target is not None and not str(target).startswith("captioning."):
+                raise CheckpointError(f"{path}: its saved {what} config names {target!r}, outside this package; "
+                                      f"give the {what} config on the command line instead")
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return node
 
 
 def load_state(module: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "model") -> None:

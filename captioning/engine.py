@@ -17,16 +17,26 @@ from captioning.models.captioner import CaptionModel
 from captioning.vocab import Vocabulary, tokenize
 
 
-def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Teacher-forcing cross-entropy: logits (B, T, V) at step t predict tokens[:, t + 1]; padding (0) masked."""
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1), ignore_index=0)
+def summed_loss(decoder: torch.nn.Module, features: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Teacher-forcing cross-entropy summed over the real (non-pad) next-word targets, and how many there are."""
+    targets = tokens[:, 1:]
+    targets = targets[targets != 0]  # (N,) in the decoder's targets_only order
+    logits = decoder(features, tokens, targets_only=True)  # (N, V)
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), targets.numel()
 
 
-def summed_loss(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the real (non-pad) target tokens, and how many there are."""
-    total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
-                            ignore_index=0, reduction="sum")
-    return total, int((tokens[:, 1:] != 0).sum())
+LossFn = Callable[[dict], tuple[torch.Tensor, int]]  # a batch on the device -> (summed loss, number of terms)
+
+
+def caption_batch_loss(model: CaptionModel, cached: bool) -> LossFn:
+    """The captioning loss of a batch whose inputs are images or clips, or, when `cached`, their features."""
+    def loss(batch: dict) -> tuple[torch.Tensor, int]:
+        return summed_loss(model.decoder, features_of(model, batch["input"], cached), batch["tokens"])
+    return loss
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -38,12 +48,12 @@ def features_of(model: CaptionModel, inputs: torch.Tensor, cached: bool) -> torc
     return inputs if cached else model.encoder(inputs)
 
 
-def train_one_epoch(model: CaptionModel, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    device: torch.device, *, cached: bool, step: int, max_steps: int | None,
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    device: torch.device, loss_fn: LossFn, *, step: int, max_steps: int | None,
                     amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                     grad_clip: float | None = None, scheduler=None, on_step: Callable[[int, float], None] | None = None,
                     desc: str = "train") -> tuple[int, bool]:
-    """Train until the loader is exhausted or `max_steps` is reached.
+    """Train until the loader is exhausted or `max_steps` is reached; `loss_fn` makes one batch's summed loss.
 
     Returns (step, stopped_early); stopped_early is True when batches of this epoch were left over.
     """
@@ -52,12 +62,10 @@ def train_one_epoch(model: CaptionModel, loader: DataLoader, optimizer: torch.op
     for batch in progress:
         if max_steps is not None and step >= max_steps:
             return step, True
-        inputs = batch["input"].to(device, non_blocking=True)
-        tokens = batch["tokens"].to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            total, count = summed_loss(model.decoder(features_of(model, inputs, cached), tokens), tokens)
-        # Mean over the GLOBAL batch's tokens: DDP averages gradients over ranks, so scale by the world size.
-        # In one process this is the plain token mean; across ranks it equals the one-process loss exactly.
+            total, count = loss_fn(to_device(batch, device))
+        # Mean over the GLOBAL batch's terms: DDP averages gradients over ranks, so scale by the world size.
+        # In one process this is the plain mean; across ranks it equals the one-process loss exactly.
         all_total, all_count = distributed.sum_all(total.item(), count, device=device)
         loss = total * distributed.world_size() / all_count
         if not math.isfinite(all_total):
@@ -94,7 +102,7 @@ def mean_loss(model: CaptionModel, loader: DataLoader, device: torch.device, *, 
     for batch in loader:
         inputs, tokens = batch["input"].to(device), batch["tokens"].to(device)
         with autocast(device, amp_dtype):
-            batch_total, batch_count = summed_loss(model.decoder(features_of(model, inputs, cached), tokens), tokens)
+            batch_total, batch_count = summed_loss(model.decoder, features_of(model, inputs, cached), tokens)
         total, count = total + batch_total.item(), count + batch_count
     total, count = distributed.sum_all(total, count, device=device)  # each rank saw its shard of the pairs
     return total / max(count, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from captioning.checkpoint import load_checkpoint
+from captioning.checkpoint import load_checkpoint, saved_config
 from captioning.data.records import DataError, clean_captions
 from captioning.inference import Captioner
 from captioning.results import write_results
@@ -24,9 +24,11 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str, data: dict | None
                         java: str | None = "auto", spice: bool | str = "auto") -> dict:
     """Caption every image of `split` and score it; `data` None means the data config saved in the checkpoint."""
     payload = load_checkpoint(checkpoint)
-    data = data if data is not None else payload.get("config", {}).get("data")
     if data is None:
-        raise DataError(f"{checkpoint}: stores no data config; choose one with data=coco|karpathy|flickr|synthetic")
+        data = payload.get("config", {}).get("data")
+        if data is None:
+            raise DataError(f"{checkpoint}: stores no data config; choose one with data=coco|karpathy|flickr|synthetic")
+        data = saved_config(data, checkpoint, "data")
     splits = instantiate(data["source"], _convert_="all")
     if not splits.get(split):
         raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' images (it has {sorted(splits)})")

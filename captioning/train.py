@@ -19,7 +19,7 @@ from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, b
 from captioning.data.records import DataError, check_images, clean_captions
 from captioning.data.tensor_batches import TensorBatches
 from captioning.distributed import resolve_device  # noqa: F401 - re-exported for scripts
-from captioning.engine import VALIDATION_METRICS, greedy_captions, train_one_epoch, validate
+from captioning.engine import VALIDATION_METRICS, caption_batch_loss, greedy_captions, train_one_epoch, validate
 from captioning.inputs import split_inputs
 from captioning.models.captioner import CaptionModel, build_model
 from captioning.provenance import write_provenance
@@ -167,7 +167,7 @@ def train(cfg: DictConfig) -> dict:
         log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
 
     def payload(metrics: dict | None) -> dict:
-        return {"model": model.state_dict(), "model_config": model_config, "vocab": vocab.to_json(),
+        return {"task": "image_caption", "model": model.state_dict(), "model_config": model_config, "vocab": vocab.to_json(),
                 "preprocess": encoder.preprocess, "max_length": cfg.vocab.max_length,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                 "scaler": scaler.state_dict() if scaler else None, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
@@ -187,8 +187,8 @@ def train(cfg: DictConfig) -> dict:
     while epoch < cfg.train.epochs and (max_steps is None or step < max_steps):
         sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.train.batch_size)
         steps_at_epoch_start = step - batch_in_epoch
-        step, stopped = train_one_epoch(parallel, train_loader, optimizer, device, cached=cached, step=step,
-                                        max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler,
+        step, stopped = train_one_epoch(parallel, train_loader, optimizer, device, caption_batch_loss(parallel, cached),
+                                        step=step, max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler,
                                         grad_clip=cfg.train.grad_clip, scheduler=scheduler if per_step_schedule else None,
                                         on_step=on_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
         if not stopped:  # a run stopped mid-epoch keeps (epoch, batch_in_epoch) so a resume continues it

@@ -1,78 +1,25 @@
-"""Training epochs for any loss, and activity-recognition evaluation: plain functions with explicit arguments.
+"""Activity recognition: the training loss and the evaluation, plain functions with explicit arguments.
 
-`train_epoch` is `engine.train_one_epoch` with the loss passed in, so one loop trains both the
-activity classifier (cross-entropy on labels) and the clip captioner (`engine.caption_loss`).
+Training itself runs through `engine.train_one_epoch`, with `activity_loss` here or, for clip
+captioning, `engine.caption_batch_loss`.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from captioning.engine import autocast, caption_loss
-from captioning.models.captioner import CaptionModel
+from captioning.engine import LossFn, autocast, to_device
 from captioning.models.video import ActivityModel
-
-LossFn = Callable[[dict], torch.Tensor]  # a batch already on the device -> scalar loss
 
 
 def activity_loss(model: ActivityModel, cached: bool) -> LossFn:
-    """Cross-entropy of the clip's class; `cached` batches hold per-frame features, not frames."""
-    def loss(batch: dict) -> torch.Tensor:
+    """Cross-entropy of the clip's class, summed over the batch; `cached` batches hold per-frame features, not frames."""
+    def loss(batch: dict) -> tuple[torch.Tensor, int]:
         clips = batch["input"] if cached else model.encoder(batch["input"])
-        return F.cross_entropy(model.head(clips).float(), batch["label"])
+        return F.cross_entropy(model.head(clips).float(), batch["label"], reduction="sum"), batch["label"].numel()
     return loss
-
-
-def clip_caption_loss(model: CaptionModel, cached: bool) -> LossFn:
-    def loss(batch: dict) -> torch.Tensor:
-        clips = batch["input"] if cached else model.encoder(batch["input"])
-        return caption_loss(model.decoder(clips, batch["tokens"]), batch["tokens"])
-    return loss
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
-                loss_fn: LossFn, *, step: int, max_steps: int | None, amp_dtype: torch.dtype | None = None,
-                scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None, scheduler=None,
-                on_step: Callable[[int, float], None] | None = None, desc: str = "train") -> tuple[int, bool]:
-    """Train until the loader is exhausted or `max_steps` is reached -> (step, stopped_early)."""
-    model.train()
-    progress = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
-    for batch in progress:
-        if max_steps is not None and step >= max_steps:
-            return step, True
-        with autocast(device, amp_dtype):
-            loss = loss_fn(to_device(batch, device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or set train.grad_clip")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        step += 1
-        progress.set_postfix(loss=f"{loss.item():.3f}", step=step)
-        if on_step is not None:
-            on_step(step, loss.item())
-    return step, False
 
 
 @torch.no_grad()

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, saved_config
 from captioning.data.clip_dataset import LabelledClips, collate_captioned_clips, collate_labelled_clips
 from captioning.data.clip_sources import check_labels
 from captioning.data.clips import ClipLoader, ClipRecord, check_clips
@@ -37,9 +36,11 @@ log = logging.getLogger(__name__)
 def split_records(payload: dict, checkpoint: str | Path, split: str, data: dict | None,
                   max_clips: int | None) -> tuple[dict, list[ClipRecord]]:
     """The clips of `split` from `data` (None: the data config saved in the checkpoint); missing clips are errors."""
-    data = data if data is not None else payload.get("config", {}).get("data")
     if data is None:
-        raise DataError(f"{checkpoint}: stores no data config; choose one with data=clips|synthetic_clips")
+        data = payload.get("config", {}).get("data")
+        if data is None:
+            raise DataError(f"{checkpoint}: stores no data config; choose one with data=clips|synthetic_clips")
+        data = saved_config(data, checkpoint, "data")
     splits = instantiate(data["source"], _convert_="all")
     if not splits.get(split):
         raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' clips (it has {sorted(splits)})")
@@ -165,15 +166,3 @@ def evaluate_video_captions(checkpoint: str | Path, *, split: str, data: dict | 
     report["summary"] = format_table(report).replace(" images,", " clips,", 1)
     return report
 
-
-def evaluate_clip_checkpoint(cfg: DictConfig) -> dict:
-    """`conf/evaluate_video.yaml`: run the evaluation the checkpoint's own task names (`task.evaluate`)."""
-    task = load_checkpoint(cfg.checkpoint).get("config", {}).get("task") or {}
-    if "evaluate" not in task:
-        raise CheckpointError(f"{cfg.checkpoint}: not a clip checkpoint (task={task.get('name', 'image_caption')!r}); "
-                              "use scripts/evaluate.py for image captioners")
-    options = cfg.get(task["name"])  # the task's own options block of conf/evaluate_video.yaml
-    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-    return instantiate(task["evaluate"])(
-        cfg.checkpoint, split=cfg.split, data=OmegaConf.to_container(cfg.data, resolve=True) if cfg.data else None,
-        output_dir=cfg.output_dir, device=cfg.device, batch_size=cfg.batch_size, max_clips=cfg.max_clips, **options)

@@ -20,9 +20,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from captioning.checkpoint import CheckpointError, load_state, save_checkpoint
 from captioning.data.dataset import EpochSampler
+from captioning.engine import LossFn, train_one_epoch
 from captioning.plots import plot_training
 from captioning.train import rng_state, set_rng_state
-from captioning.video_engine import LossFn, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Run:
     model: torch.nn.Module                           # has `.encoder` (TimeDistributed, with `.preprocess`)
     sampler: EpochSampler                            # training order, resumable mid-epoch
     train_loader: DataLoader                         # batches in `sampler` order
-    loss_fn: LossFn                                  # batch on the device -> loss
+    loss_fn: LossFn                                  # batch on the device -> (summed loss, terms)
     validate: Callable[[], tuple[dict, str]]         # -> validation metrics, a few examples as text for TensorBoard
     metric_names: tuple[str, ...]                    # the scalar metrics `validate` returns (select_metric must be one)
     rebuild: dict                                    # checkpoint keys that rebuild the model (model_config, classes, ...)
@@ -105,10 +105,10 @@ def fit(cfg: DictConfig, run: Run, device: torch.device, amp_dtype: torch.dtype 
     while epoch < cfg.train.epochs and (max_steps is None or step < max_steps):
         run.sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.train.batch_size)
         steps_at_epoch_start = step - batch_in_epoch
-        step, stopped = train_epoch(model, run.train_loader, optimizer, device, run.loss_fn, step=step,
-                                    max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.train.grad_clip,
-                                    scheduler=scheduler if per_step_schedule else None, on_step=on_step,
-                                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+        step, stopped = train_one_epoch(model, run.train_loader, optimizer, device, run.loss_fn, step=step,
+                                        max_steps=max_steps, amp_dtype=amp_dtype, scaler=scaler,
+                                        grad_clip=cfg.train.grad_clip, scheduler=scheduler if per_step_schedule else None,
+                                        on_step=on_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
         step_log.flush()
         if stopped:
             batch_in_epoch = step - steps_at_epoch_start  # stopped mid-epoch: a resume continues this epoch

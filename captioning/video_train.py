@@ -22,11 +22,10 @@ from captioning.data.clip_sources import check_labels
 from captioning.data.clips import ClipLoader, ClipRecord, check_clips
 from captioning.data.dataset import CaptionDataset, EpochSampler, augments, build_transform
 from captioning.data.records import DataError, clean_captions
-from captioning.engine import VALIDATION_METRICS, greedy_captions, validate
+from captioning.engine import VALIDATION_METRICS, caption_batch_loss, greedy_captions, validate
 from captioning.models.video import TimeDistributed, build_activity_model, build_video_caption_model
 from captioning.train import resolve_amp, resolve_device, seed_everything
-from captioning.video_engine import (ACTIVITY_METRICS, activity_loss, activity_metrics, clip_caption_loss,
-                                     predict_activities)
+from captioning.video_engine import ACTIVITY_METRICS, activity_loss, activity_metrics, predict_activities
 from captioning.video_evaluation import evaluate_activity, evaluate_video_captions
 from captioning.video_loop import Run, fit
 from captioning.vocab import Vocabulary
@@ -161,7 +160,7 @@ def train_video_caption(cfg: DictConfig) -> dict:
         return metrics, "\n\n".join(f"`{' '.join(captions[i])}` (ref: {references[i][0]})"
                                     for i in range(min(5, len(captions))))
 
-    run = Run(model, sampler, train_loader, clip_caption_loss(model, cached), validate_captions, VALIDATION_METRICS,
+    run = Run(model, sampler, train_loader, caption_batch_loss(model, cached), validate_captions, VALIDATION_METRICS,
               rebuild={"model_config": model_config, "vocab": vocab.to_json(), "max_length": cfg.vocab.max_length,
                        "frames": cfg.data.frames, "task": "video_caption"},
               summary=lambda m: f"val loss {m['loss']:.3f} | BLEU-1 {m['BLEU-1']:.1f} BLEU-4 {m['BLEU-4']:.1f} "

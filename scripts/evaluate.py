@@ -1,6 +1,7 @@
-"""Score captions with the COCO caption metrics.
+"""Score a checkpoint on a split, or a COCO results file.
 
     python scripts/evaluate.py checkpoint=CKPT [data=karpathy ...] split=test [decode.beam_size=3] [output_dir=DIR]
+        image or video captioners: the COCO caption metrics; activity checkpoints: top-1 accuracy + confusion.png
     python scripts/evaluate.py results=RESULTS.json annotations=CAPTIONS.json [allow_partial=true] [output_dir=DIR]
 """
 import logging
@@ -25,17 +26,13 @@ def main(cfg: DictConfig) -> None:
         report = score_results_file(cfg.results, cfg.annotations, cfg.output_dir, allow_partial=cfg.allow_partial,
                                     java=java, spice=cfg.spice)
     elif cfg.checkpoint:
-        from captioning.evaluation import evaluate_checkpoint  # torch and the model: results mode does without
+        from captioning.tasks import evaluate  # torch and the model: results mode does without
 
-        report = evaluate_checkpoint(cfg.checkpoint, split=cfg.split,
-                                     data=OmegaConf.to_container(cfg.data, resolve=True) if cfg.data else None,
-                                     decode=OmegaConf.to_container(cfg.decode, resolve=True), output_dir=cfg.output_dir,
-                                     device=cfg.device, batch_size=cfg.batch_size, max_images=cfg.max_images,
-                                     java=java, spice=cfg.spice)
+        report = evaluate(cfg)
     else:
         raise SystemExit("give checkpoint=CKPT (caption a split) or results=... annotations=... (score a results file)")
-    print(format_table(report))
-    log.info("metrics.json and per_image.csv%s in %s", " and results.json" if cfg.checkpoint else "", cfg.output_dir)
+    print(report.get("summary") or format_table(report))
+    log.info("outputs (metrics.json, ...) in %s", cfg.output_dir)
 
 
 if __name__ == "__main__":

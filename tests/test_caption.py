@@ -147,7 +147,7 @@ def test_caption_script_fails_when_nothing_could_be_captioned(learned_run, tmp_p
     (tmp_path / "notes.txt").write_text("not an image\n")
     result = run_script(f"checkpoint={learned_run / 'checkpoints' / 'best.pt'}", f"images={tmp_path}")
     assert result.returncode != 0 and result.stdout == ""
-    assert "notes.txt" in result.stderr and "no image could be captioned" in result.stderr
+    assert "notes.txt" in result.stderr and "nothing could be captioned" in result.stderr
 
 
 def same(a: list[Caption], b: list[Caption]) -> bool:

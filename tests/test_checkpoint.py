@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from captioning.checkpoint import CheckpointError, checkpoint_task, load_checkpoint, load_state, save_checkpoint, saved_config
 from captioning.models.captioner import build_model
 
 
@@ -61,3 +61,17 @@ def test_checkpoint_rebuilds_the_model_and_rejects_a_mismatch(tiny_run):
     wrong = build_model(payload["model_config"], len(payload["vocab"]) + 3, pretrained=False)
     with pytest.raises(CheckpointError, match="best.pt: model weights do not fit"):
         load_state(wrong, payload["model"], path)
+
+
+def test_a_checkpoint_cannot_name_code_to_run(tiny_run, tmp_path):
+    """Evaluation rebuilds the data source from the saved config: only this package's targets may be called."""
+    path = tiny_run / "checkpoints" / "best.pt"
+    payload = load_checkpoint(path)
+    assert checkpoint_task(path) == "image_caption"
+    saved_config(payload["config"]["data"], path, "data")  # the project's own source passes
+    payload["config"]["data"]["source"]["_target_"] = "os.system"
+    save_checkpoint(payload, tmp_path / "doctored.pt")
+    from captioning.evaluation import evaluate_checkpoint
+
+    with pytest.raises(CheckpointError, match="doctored.pt: its saved data config names 'os.system'"):
+        evaluate_checkpoint(tmp_path / "doctored.pt", split="test", data=None, decode={}, output_dir=tmp_path / "out")

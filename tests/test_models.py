@@ -77,6 +77,20 @@ def test_decoder_modes_teacher_forcing_matches_stepping(image_input):
 
 
 @pytest.mark.parametrize("image_input", ["init", "first_step"])
+def test_targets_only_logits_are_the_full_logits_at_real_targets(image_input):
+    """The training loss projects only positions with a word to predict; they must equal the full forward's."""
+    torch.manual_seed(0)
+    decoder = LSTMDecoder(vocab_size=13, feature_dim=7, embed_size=6, hidden_size=5, image_input=image_input).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0], [1, 9, 10, 11, 12, 2]])  # 0 = padding
+    features = torch.randn(3, 7)
+    full = decoder(features, tokens)  # (3, 6, 13)
+    picked = decoder(features, tokens, targets_only=True)
+    real = tokens[:, 1:] != 0
+    assert picked.shape == (int(real.sum()), 13) == (11, 13)
+    assert torch.allclose(picked, full[:, :-1][real], atol=1e-6)
+
+
+@pytest.mark.parametrize("image_input", ["init", "first_step"])
 def test_gradients_reach_every_decoder_and_encoder_parameter(image_input):
     encoder = instantiate(encoder_config("tiny_cnn", width=4, out_dim=8))
     decoder = LSTMDecoder(vocab_size=9, feature_dim=8, embed_size=6, hidden_size=5, image_input=image_input)

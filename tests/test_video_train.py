@@ -12,7 +12,9 @@ from hydra import initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from captioning.video_evaluation import evaluate_activity, evaluate_clip_checkpoint, evaluate_video_captions
+from captioning.checkpoint import CheckpointError
+from captioning.tasks import caption, evaluate
+from captioning.video_evaluation import evaluate_activity, evaluate_video_captions
 from captioning.video_inference import caption_clips
 from captioning.video_train import train_activity, train_video_caption
 
@@ -138,7 +140,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):
 
 
 def test_scripts_run_every_task(tmp_path, clip_root):
-    """`scripts/train.py task=...` dispatches through conf/task; conf/evaluate_video.yaml follows the checkpoint's task."""
+    """`scripts/train.py task=...` dispatches through conf/task; scripts/evaluate.py and caption.py follow the checkpoint's task."""
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "task=activity", f"hydra.run.dir={tmp_path / 'activity'}",
                "train.max_steps=2", "train.epochs=1", "train.evaluate_test=true"]
     subprocess.run(command + small(clip_root), check=True, capture_output=True, cwd=ROOT,
@@ -151,11 +153,19 @@ def test_scripts_run_every_task(tmp_path, clip_root):
     assert "accuracy" in json.loads((tmp_path / "activity" / "metrics.json").read_text())["test"]  # train.evaluate_test
     assert (tmp_path / "activity" / "test" / "confusion.png").is_file()
     for task, expected in (("activity", "top-1 accuracy"), ("video_caption", "BLEU-4")):
-        cfg = compose("evaluate_video", [f"checkpoint={tmp_path / task / 'checkpoints' / 'last.pt'}", "max_clips=8",
-                                         f"output_dir={tmp_path / 'eval' / task}", "video_caption.java=none"])
-        report = evaluate_clip_checkpoint(cfg)  # what scripts/evaluate_video.py prints
+        cfg = compose("evaluate", [f"checkpoint={tmp_path / task / 'checkpoints' / 'last.pt'}", "max_images=8",
+                                   f"output_dir={tmp_path / 'eval' / task}", "java=none"])
+        report = evaluate(cfg)  # what scripts/evaluate.py prints
         assert report["mode"] == task and expected in report["summary"]
     assert (tmp_path / "eval" / "activity" / "confusion.png").is_file()
+    clips = [str(r.path) for r in instantiate(OmegaConf.load(tmp_path / "video_caption" / "config.yaml").data.source)["test"][:2]]
+    captions = subprocess.run([sys.executable, str(ROOT / "scripts" / "caption.py"),
+                               f"checkpoint={tmp_path / 'video_caption' / 'checkpoints' / 'last.pt'}",
+                               f"images=[{','.join(clips)}]", "device=cpu"], check=True, capture_output=True, text=True,
+                              cwd=ROOT).stdout.splitlines()
+    assert [line.split("\t")[0] for line in captions] == clips  # scripts/caption.py reads clips for this checkpoint
+    with pytest.raises(CheckpointError, match="writes no captions"):
+        caption(compose("caption", [f"checkpoint={tmp_path / 'activity' / 'checkpoints' / 'last.pt'}", "images=x"]))
     assert (tmp_path / "eval" / "video_caption" / "results.json").is_file()
 
 

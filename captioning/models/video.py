@@ -122,8 +122,9 @@ class ClipCaptionDecoder(nn.Module):
     def init_state(self, clips: Clips) -> State:  # Clips features (B, T, D)
         return self.captioner.init_state(self.temporal(clips.frames, clips.mask))
 
-    def forward(self, clips: Clips, tokens: torch.Tensor) -> torch.Tensor:  # tokens (B, L) -> logits (B, L, V)
-        return self.captioner(self.temporal(clips.frames, clips.mask), tokens)
+    def forward(self, clips: Clips, tokens: torch.Tensor, targets_only: bool = False) -> torch.Tensor:
+        """tokens (B, L) -> logits (B, L, V), or (N, V) at the real targets: as `LSTMDecoder.forward`."""
+        return self.captioner(self.temporal(clips.frames, clips.mask), tokens, targets_only)
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         return self.captioner.step(tokens, state)
