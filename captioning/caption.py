@@ -6,12 +6,12 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.data.images import ImageReadError, load_rgb
-from captioning.inference import Captioner
+from captioning.inference import Caption, Captioner
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -37,29 +37,39 @@ def chunks(items: list, size: int) -> Iterable[list]:
         yield items[first:first + size]
 
 
-def caption_images(cfg: DictConfig) -> list[dict]:
-    """Print `path<TAB>caption` per image; report unreadable files on stderr and go on; optionally write JSON."""
-    captioner = Captioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
-    decode = OmegaConf.to_container(cfg.decode, resolve=True)
-    images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else str(cfg.images)
+def caption_paths(paths: list[Path], load: Callable[[Path], object], caption_batch: Callable[[list], list[Caption]],
+                  *, batch_size: int, output: str | None, kind: str = "image") -> list[dict]:
+    """Print `path<TAB>caption` per readable path; report unreadable ones on stderr and go on; optionally write JSON.
+
+    `load` raises `ImageReadError` (clips: its subclass) for a file it cannot read; `kind` names the JSON key.
+    """
     results, skipped = [], 0
-    for paths in chunks(find_images(images), cfg.batch_size):
+    for batch in chunks(paths, batch_size):
         loaded = []
-        for path in paths:
+        for path in batch:
             try:
-                loaded.append((path, load_rgb(path)))
+                loaded.append((path, load(path)))
             except ImageReadError as error:
                 print(f"skipped {error}", file=sys.stderr, flush=True)
                 skipped += 1
         if not loaded:
             continue
-        captions = captioner.caption([image for _, image in loaded], batch_size=len(loaded), **decode)
-        for (path, _), caption in zip(loaded, captions):
-            results.append({"image": str(path), **asdict(caption)})
+        for (path, _), caption in zip(loaded, caption_batch([item for _, item in loaded])):
+            results.append({kind: str(path), **asdict(caption)})
             print(f"{path}\t{caption.caption}", flush=True)
     if skipped:
-        print(f"{len(results)} images captioned, {skipped} skipped", file=sys.stderr)
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(results, indent=2))
+        print(f"{len(results)} {kind}s captioned, {skipped} skipped", file=sys.stderr)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(results, indent=2))
     return results
+
+
+def caption_images(cfg: DictConfig) -> list[dict]:
+    """`conf/caption.yaml` for an image captioner: every image `images=` names."""
+    captioner = Captioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
+    decode = OmegaConf.to_container(cfg.decode, resolve=True)
+    images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else str(cfg.images)
+    return caption_paths(find_images(images), load_rgb,
+                         lambda batch: captioner.caption(batch, batch_size=len(batch), **decode),
+                         batch_size=cfg.batch_size, output=cfg.output)

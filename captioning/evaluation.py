@@ -14,9 +14,27 @@ from captioning.checkpoint import load_checkpoint, saved_config
 from captioning.data.records import DataError, clean_captions
 from captioning.inference import Captioner
 from captioning.results import write_results
-from captioning.scoring import format_table, score_captions, sha256_of, write_outputs  # noqa: F401 (re-exported)
+from captioning.scoring import score_captions, sha256_of, write_outputs
 
 log = logging.getLogger(__name__)
+
+
+def split_of(checkpoint: str | Path, payload: dict, split: str, data: dict | None,
+             limit: int | None) -> tuple[dict, list]:
+    """The records of `split` from `data` (None: the data config saved in the checkpoint), the first `limit` if set."""
+    if data is None:
+        data = payload.get("config", {}).get("data")
+        if data is None:
+            raise DataError(f"{checkpoint}: stores no data config; choose one with data=...")
+        data = saved_config(data, checkpoint, "data")
+    splits = instantiate(data["source"], _convert_="all")
+    if not splits.get(split):
+        raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' split (it has {sorted(splits)})")
+    records = splits[split]
+    if limit is not None:
+        log.warning("evaluating only the first %d of the split, not the full split", limit)
+        records = records[:limit]
+    return data, records
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, split: str, data: dict | None, decode: dict, output_dir: str | Path,
@@ -24,18 +42,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str, data: dict | None
                         java: str | None = "auto", spice: bool | str = "auto") -> dict:
     """Caption every image of `split` and score it; `data` None means the data config saved in the checkpoint."""
     payload = load_checkpoint(checkpoint)
-    if data is None:
-        data = payload.get("config", {}).get("data")
-        if data is None:
-            raise DataError(f"{checkpoint}: stores no data config; choose one with data=coco|karpathy|flickr|synthetic")
-        data = saved_config(data, checkpoint, "data")
-    splits = instantiate(data["source"], _convert_="all")
-    if not splits.get(split):
-        raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' images (it has {sorted(splits)})")
-    records = clean_captions(splits[split], f"{split} captions", on_bad_caption="skip")
-    if max_images is not None:
-        log.warning("max_images=%d: scoring only the first images of the split, not the full split", max_images)
-        records = records[:max_images]
+    data, records = split_of(checkpoint, payload, split, data, max_images)
+    records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
 
     captioner = Captioner.from_checkpoint(checkpoint, device)
     # Only the best caption is scored; an unset max_length means the training cap, recorded as such.

@@ -60,6 +60,23 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def restore(resume: dict, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+            scaler: torch.amp.GradScaler | None) -> tuple[int, int, int, dict | None]:
+    """Put a run back where `resume` (read from `path`) left it -> epoch, batch_in_epoch, step, best."""
+    load_state(model, resume["model"], path)
+    try:
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None and resume.get("scheduler"):
+            scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this run ({error})") from error
+    set_rng_state(resume["rng"])
+    log.info("resumed from %s at epoch %d, step %d", path, resume["epoch"], resume["step"])
+    return resume["epoch"], resume["batch_in_epoch"], resume["step"], resume.get("best")
+
+
 def load_splits(data_cfg: DictConfig, verify: tuple[str, ...] = ("train", "val")) -> dict:
     """Read the configured source, drop empty captions, and open every image of the `verify` splits now."""
     splits = instantiate(data_cfg.source, _convert_="all")
@@ -152,19 +169,8 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"train.select_metric={select!r} is not a validation metric; choose from {VALIDATION_METRICS}")
     best = {"value": None, "epoch": None, "step": None}
     if resume is not None:
-        load_state(model, resume["model"], cfg.train.resume)
-        try:
-            optimizer.load_state_dict(resume["optimizer"])
-            if scheduler is not None and resume.get("scheduler"):
-                scheduler.load_state_dict(resume["scheduler"])
-            if scaler is not None and resume.get("scaler"):
-                scaler.load_state_dict(resume["scaler"])
-        except (KeyError, ValueError) as error:
-            raise CheckpointError(f"{cfg.train.resume}: optimizer/scheduler state does not fit this run ({error})") from error
-        epoch, batch_in_epoch, step = resume["epoch"], resume["batch_in_epoch"], resume["step"]
-        best = resume.get("best", best)
-        set_rng_state(resume["rng"])
-        log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
+        epoch, batch_in_epoch, step, saved_best = restore(resume, cfg.train.resume, model, optimizer, scheduler, scaler)
+        best = saved_best or best
 
     def payload(metrics: dict | None) -> dict:
         return {"task": "image_caption", "model": model.state_dict(), "model_config": model_config, "vocab": vocab.to_json(),

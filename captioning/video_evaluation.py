@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, saved_config
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.clip_dataset import LabelledClips, collate_captioned_clips, collate_labelled_clips
 from captioning.data.clip_sources import check_labels
 from captioning.data.clips import ClipLoader, ClipRecord, check_clips
 from captioning.data.dataset import CaptionDataset, build_transform
-from captioning.data.records import DataError, clean_captions
+from captioning.evaluation import split_of
+from captioning.data.records import clean_captions
 from captioning.models.video import build_activity_model
 from captioning.results import write_results
 from captioning.scoring import format_table, score_captions, sha256_of, write_outputs
@@ -36,18 +36,7 @@ log = logging.getLogger(__name__)
 def split_records(payload: dict, checkpoint: str | Path, split: str, data: dict | None,
                   max_clips: int | None) -> tuple[dict, list[ClipRecord]]:
     """The clips of `split` from `data` (None: the data config saved in the checkpoint); missing clips are errors."""
-    if data is None:
-        data = payload.get("config", {}).get("data")
-        if data is None:
-            raise DataError(f"{checkpoint}: stores no data config; choose one with data=clips|synthetic_clips")
-        data = saved_config(data, checkpoint, "data")
-    splits = instantiate(data["source"], _convert_="all")
-    if not splits.get(split):
-        raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' clips (it has {sorted(splits)})")
-    records = splits[split]
-    if max_clips is not None:
-        log.warning("max_clips=%d: evaluating only the first clips of the split, not the full split", max_clips)
-        records = records[:max_clips]
+    data, records = split_of(checkpoint, payload, split, data, max_clips)
     return data, check_clips(records, "error", full=False, desc=f"checking {split} clips")
 
 

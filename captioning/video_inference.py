@@ -6,23 +6,19 @@ beam search and the result format are the image captioner's, unchanged.
 from __future__ import annotations
 
 import glob
-import json
-import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from captioning.caption import GLOB_CHARACTERS, caption_paths
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.clip_dataset import stack_clips
-from captioning.data.clips import ClipReadError, frame_files, load_clip
+from captioning.data.clips import frame_files, load_clip
 from captioning.inference import Caption, Captioner
 from captioning.models.video import build_video_caption_model
 from captioning.vocab import Vocabulary
-
-GLOB_CHARACTERS = set("*?[")
 
 
 class VideoCaptioner(Captioner):
@@ -73,29 +69,11 @@ def find_clips(spec: str | Sequence[str]) -> list[Path]:
 
 
 def caption_clips(cfg: DictConfig) -> list[dict]:
-    """`conf/caption.yaml` with `images=` naming clips: print `path<TAB>caption`, report unreadable clips and go on."""
+    """`conf/caption.yaml` for a video description checkpoint: `images=` names clips."""
     captioner = VideoCaptioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
     decode = OmegaConf.to_container(cfg.decode, resolve=True)
     clips = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else str(cfg.images)
-    results, skipped, paths = [], 0, find_clips(clips)
-    for first in range(0, len(paths), cfg.batch_size):
-        loaded = []
-        for path in paths[first:first + cfg.batch_size]:
-            try:
-                loaded.append((path, captioner.to_input(path)))
-            except ClipReadError as error:
-                print(f"skipped {error}", file=sys.stderr, flush=True)
-                skipped += 1
-        if not loaded:
-            continue
-        batch = stack_clips([clip for _, clip in loaded])
-        for (path, _), caption in zip(loaded, captioner.to_captions(*captioner.decode_features(captioner.encode(batch),
-                                                                                              **decode))):
-            results.append({"clip": str(path), **asdict(caption)})
-            print(f"{path}\t{caption.caption}", flush=True)
-    if skipped:
-        print(f"{len(results)} clips captioned, {skipped} skipped", file=sys.stderr)
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(results, indent=2))
-    return results
+    return caption_paths(find_clips(clips), captioner.to_input,
+                         lambda batch: captioner.to_captions(*captioner.decode_features(captioner.encode(
+                             stack_clips(batch)), **decode)),
+                         batch_size=cfg.batch_size, output=cfg.output, kind="clip")

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from captioning.checkpoint import CheckpointError, load_state, save_checkpoint
+from captioning.checkpoint import save_checkpoint
 from captioning.data.dataset import EpochSampler
 from captioning.engine import LossFn, train_one_epoch
 from captioning.plots import plot_training
-from captioning.train import rng_state, set_rng_state
+from captioning.train import restore, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,8 @@ def fit(cfg: DictConfig, run: Run, device: torch.device, amp_dtype: torch.dtype 
     epoch, batch_in_epoch, step = 0, 0, 0
     best = {"value": None, "epoch": None, "step": None}
     if resume is not None:
-        load_state(model, resume["model"], cfg.train.resume)
-        try:
-            optimizer.load_state_dict(resume["optimizer"])
-            if scheduler is not None and resume.get("scheduler"):
-                scheduler.load_state_dict(resume["scheduler"])
-            if scaler is not None and resume.get("scaler"):
-                scaler.load_state_dict(resume["scaler"])
-        except (KeyError, ValueError) as error:
-            raise CheckpointError(f"{cfg.train.resume}: optimizer/scheduler state does not fit this run "
-                                  f"({error})") from error
-        epoch, batch_in_epoch, step = resume["epoch"], resume["batch_in_epoch"], resume["step"]
-        best = resume.get("best", best)
-        set_rng_state(resume["rng"])
-        log.info("resumed from %s at epoch %d, step %d", cfg.train.resume, epoch, step)
+        epoch, batch_in_epoch, step, saved_best = restore(resume, cfg.train.resume, model, optimizer, scheduler, scaler)
+        best = saved_best or best
 
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     step_log = open(run_dir / "steps.jsonl", "a")

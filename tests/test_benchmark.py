@@ -15,10 +15,14 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
             "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", f"output={tmp_path / 'bench.json'}"])
     with open_dict(cfg):
         cfg.encoder = OmegaConf.create(tiny_cnn)
+        cfg.also_frozen = OmegaConf.create([{**tiny_cnn, "width": 8, "out_dim": 24}])
         cfg.extraction = OmegaConf.create([{"encoder": tiny_cnn, "source": "memory", "images": 8, "batch_size": 4}])
     rows = run(cfg)
-    assert [r["benchmark"].split(",")[0] for r in rows] == ["train", "train", "train", "extract tiny_cnn (memory)"]
+    assert [(r["benchmark"].split(",")[0], r.get("path")) for r in rows] == [
+        ("train", "cached"), ("train", "images"), ("train", "fine-tune"), ("train", "cached"), ("train", "images"),
+        ("extract tiny_cnn (memory)", None)]
+    assert rows[0]["benchmark"] == "train, cached 16-d features" and rows[3]["benchmark"] == "train, cached 24-d features"
     assert all(r.get("captions_per_s", r.get("images_per_s", 0)) > 0 and r["device"] for r in rows)
     assert rows[0]["steps"] == 2 and rows[-1]["images"] == 8
-    assert "x the image-decoding path" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("x the image-decoding path with the same frozen tiny_cnn") == 2
     assert (tmp_path / "bench.json").is_file()

@@ -1,6 +1,4 @@
 """Every registered encoder and both decoder image-input modes: shapes, gradients, preprocessing."""
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate

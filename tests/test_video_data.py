@@ -120,7 +120,7 @@ def test_bad_clip_found_before_training_with_the_image_policy(tmp_path):
     for split in ("train", "val"):
         for k in range(3):
             write_frames(tmp_path / split / f"c{k}", [k, k + 1])
-        (tmp_path / split / f"labels.csv").write_text("clip,label\n" + "".join(f"c{k},{'ab'[k % 2]}\n" for k in range(3)))
+        (tmp_path / split / "labels.csv").write_text("clip,label\n" + "".join(f"c{k},{'ab'[k % 2]}\n" for k in range(3)))
     (tmp_path / "train" / "c1" / "frame_000.png").write_bytes(b"truncated")
     overrides = ["task=activity", "data=clips"] + [f"data.{s}.{key}={tmp_path / s / value}" for s in ("train", "val")
                                                    for key, value in (("clips", ""), ("labels", "labels.csv"))]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from captioning.data.clips import ClipRecord
 from captioning.data.records import DataError, _first
-from captioning.data.sources import _require, read_coco, read_json
+from captioning.data.sources import read_coco
 
 
 def read_labels(path: str | Path) -> dict[str, str]:
@@ -49,9 +49,6 @@ def read_split(split: str, clips: str | Path, labels: str | Path | None = None,
     label_of = read_labels(labels) if labels is not None else None
     if annotations is None:
         return [ClipRecord(name, folder / name, split, label=label) for name, label in sorted(label_of.items())]
-    dataset = read_json(annotations)
-    for index, annotation in enumerate(dataset.get("annotations", []) if isinstance(dataset, dict) else []):
-        _require(annotation, ("id",), f"{annotations}: annotations[{index}]")  # pycocotools indexes captions by it
     records = [ClipRecord(r.image_id, r.image_path, split, captions=r.captions)
                for r in read_coco(annotations, folder, split)]
     if label_of is not None:

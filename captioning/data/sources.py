@@ -50,7 +50,7 @@ def read_coco(annotations: str | Path, images: str | Path, split: str) -> list[C
     known = {image["id"] for image in dataset["images"]}
     unknown = []
     for index, annotation in enumerate(dataset["annotations"]):
-        _require(annotation, ("image_id", "caption"), f"{annotations}: annotations[{index}]")
+        _require(annotation, ("id", "image_id", "caption"), f"{annotations}: annotations[{index}]")  # pycocotools indexes by id
         if annotation["image_id"] not in known:
             unknown.append(annotation["image_id"])
     if unknown:
