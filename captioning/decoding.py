@@ -16,9 +16,12 @@ StepFn = Callable[[torch.Tensor, tuple], tuple[torch.Tensor, tuple]]
 LENGTH_PENALTIES = ("none", "avg", "gnmt")
 
 
-@torch.no_grad()
-def greedy_search(step_fn: StepFn, state: tuple, start: int, end: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most likely word at every step -> tokens (B, T) padded with `end`, scores (B,) summed log-probs."""
+def word_by_word(step_fn: StepFn, state: tuple, start: int, end: int, max_length: int,
+                 choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One word per step for every row: `choose(log_probs (B, V)) -> words (B,), their log-probs (B,)`.
+
+    Returns tokens (B, T) padded with `end` after each row's `<end>`, and scores (B,): summed log-probs.
+    """
     B = state[0].size(1)
     device = state[0].device
     tokens = torch.full((B,), start, dtype=torch.long, device=device)
@@ -27,14 +30,23 @@ def greedy_search(step_fn: StepFn, state: tuple, start: int, end: int, max_lengt
     out = []
     for _ in range(max_length):
         log_probs, state = step_fn(tokens, state)  # (B, V)
-        best, tokens = log_probs.max(dim=-1)
-        scores += torch.where(finished, torch.zeros_like(best), best)
+        tokens, picked = choose(log_probs)
+        scores += torch.where(finished, torch.zeros_like(picked), picked.float())
         tokens = torch.where(finished, torch.full_like(tokens, end), tokens)
         out.append(tokens)
         finished |= tokens == end
         if finished.all():
             break
     return torch.stack(out, dim=1), scores
+
+
+@torch.no_grad()
+def greedy_search(step_fn: StepFn, state: tuple, start: int, end: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most likely word at every step -> tokens (B, T) padded with `end`, scores (B,) summed log-probs."""
+    def most_likely(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        best, words = log_probs.max(dim=-1)
+        return words, best
+    return word_by_word(step_fn, state, start, end, max_length, most_likely)
 
 
 @torch.no_grad()
@@ -47,27 +59,15 @@ def sample(step_fn: StepFn, state: tuple, *, start: int, end: int, max_length: i
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (use greedy_search for the argmax), got {temperature}")
-    B = state[0].size(1)
-    device = state[0].device
-    tokens = torch.full((B,), start, dtype=torch.long, device=device)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    scores = torch.zeros(B, device=device)
-    out = []
-    for _ in range(max_length):
-        log_probs, state = step_fn(tokens, state)  # (B, V)
+
+    def draw(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = log_probs.float() / temperature
         if 0 < top_k < logits.size(-1):
             kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
             logits = logits.masked_fill(logits < kth_best, float("-inf"))
-        tokens = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
-        picked = log_probs.gather(1, tokens[:, None]).squeeze(1).float()
-        scores += torch.where(finished, torch.zeros_like(picked), picked)
-        tokens = torch.where(finished, torch.full_like(tokens, end), tokens)
-        out.append(tokens)
-        finished |= tokens == end
-        if finished.all():
-            break
-    return torch.stack(out, dim=1), scores
+        words = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        return words, log_probs.gather(1, words[:, None]).squeeze(1)
+    return word_by_word(step_fn, state, start, end, max_length, draw)
 
 
 def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> float | torch.Tensor:
