@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 def start(cfg: DictConfig) -> tuple[torch.device, torch.dtype | None, dict | None]:
     """Seed, make the run folder, save the resolved config; -> device, AMP dtype, the checkpoint to resume."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun
+        raise RuntimeError("clip tasks train in one process: launch without torchrun (multi-GPU DDP is for "
+                           "task=image_caption)")
     seed_everything(cfg.seed)
     run_dir = Path(cfg.run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

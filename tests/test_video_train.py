@@ -172,3 +172,11 @@ def test_scripts_run_every_task(tmp_path, clip_root):
 def compose(config_name: str, overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return hydra_compose(config_name, overrides=overrides)
+
+
+def test_clip_tasks_refuse_torchrun(tmp_path, clip_root, monkeypatch):
+    """Each torchrun process would train alone and write the same run folder: refuse before any work."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="clip tasks train in one process"):
+        train_activity(compose_train(["task=activity"] + small(clip_root), tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
