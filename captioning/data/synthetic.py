@@ -8,11 +8,13 @@ image can score high and one that ignores it cannot.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -78,11 +80,30 @@ def draw_example(rng: np.random.Generator, image_size: int) -> tuple[Image.Image
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), objects
 
 
-def generate(root: Path, sizes: dict[str, int], image_size: int, seed: int) -> None:
-    """Write images/ and captions_{split}.json under `root`, atomically (temp folder, then rename)."""
+@contextlib.contextmanager
+def staged_folder(root: Path) -> Iterator[Path]:
+    """A temporary folder beside `root` that becomes `root` in one rename when the block succeeds.
+
+    A killed or failed generation leaves no half-written `root`; when two processes generate at
+    once, whichever finishes first wins and the other's copy is dropped.
+    """
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     try:
+        yield staging
+        try:
+            os.replace(staging, root)
+        except OSError:
+            if not root.is_dir():  # another process finishing first is fine; anything else is not
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def generate(root: Path, sizes: dict[str, int], image_size: int, seed: int) -> None:
+    """Write images/ and captions_{split}.json under `root`, atomically (temp folder, then rename)."""
+    with staged_folder(root) as staging:
         (staging / "images").mkdir()
         next_id = 1
         for split_index, (split, count) in enumerate(sizes.items()):
@@ -99,14 +120,6 @@ def generate(root: Path, sizes: dict[str, int], image_size: int, seed: int) -> N
             dataset = {"info": {"description": f"synthetic shapes v{VERSION}, seed {seed}"}, "licenses": [],
                        "images": images, "annotations": annotations}
             (staging / f"captions_{split}.json").write_text(json.dumps(dataset))
-        try:
-            os.replace(staging, root)
-        except OSError:
-            if not root.is_dir():  # another process finishing first is fine; anything else is not
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def synthetic_splits(root: str | Path, num_train: int = 3000, num_val: int = 200, num_test: int = 200,

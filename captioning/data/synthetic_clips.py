@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from captioning.data.clip_sources import clip_splits
 from captioning.data.clips import ClipRecord
-from captioning.data.synthetic import COLOURS, SHAPES
+from captioning.data.synthetic import COLOURS, SHAPES, staged_folder
 
 DIRECTIONS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}  # unit step in image (x, y)
 RADIUS = (0.14, 0.20)  # shape radius, as fractions of the side
@@ -73,9 +70,7 @@ def draw_clip(rng: np.random.Generator, image_size: int, frames: int) -> tuple[l
 
 def generate(root: Path, sizes: dict[str, int], image_size: int, frames: int, seed: int) -> None:
     """Write clips/, labels_{split}.csv and captions_{split}.json under `root`, atomically (temp folder, then rename)."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-    try:
+    with staged_folder(root) as staging:
         for split_index, (split, count) in enumerate(sizes.items()):
             rng = np.random.default_rng([seed, split_index])
             rows, images, annotations = [], [], []
@@ -94,14 +89,6 @@ def generate(root: Path, sizes: dict[str, int], image_size: int, frames: int, se
             (staging / f"captions_{split}.json").write_text(json.dumps({
                 "info": {"description": f"synthetic moving shapes v{VERSION}, seed {seed}"}, "licenses": [],
                 "images": images, "annotations": annotations}))
-        try:
-            os.replace(staging, root)
-        except OSError:
-            if not root.is_dir():  # another process finishing first is fine; anything else is not
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def synthetic_clip_splits(root: str | Path, num_train: int = 2000, num_val: int = 200, num_test: int = 200,
