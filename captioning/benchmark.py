@@ -62,11 +62,13 @@ def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[Ca
 
 
 def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | None, batch_size: int,
-                  steps: int, warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int) -> dict:
+                  steps: int, warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int,
+                  bucket_pool: int = 0) -> dict:
     """Captions per second of `train_one_epoch` (the real training step): over cached `features` (N, D)
     when given, else over the dataset's images."""
     cached = features is not None
-    sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0)
+    sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0, batch_size=batch_size,
+                           lengths=dataset.caption_lengths(), bucket=bucket_pool)
     if cached:  # as train() does: batches indexed out of tensors on the device
         loader = TensorBatches(features, dataset.tokens, sampler, batch_size, device)
     else:
@@ -155,12 +157,14 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         cached_set = CaptionDataset(records, vocab, 20, features.__getitem__)
         for batch_size in cfg.cached_batch_sizes:
             result = time_training(model, cached_set, features=features, batch_size=batch_size, steps=cfg.cached_steps,
-                                   warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0)
+                                   warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,
+                                   bucket_pool=cfg.bucket_pool)
             rows.append({"benchmark": f"train, cached {model.encoder.out_dim}-d features", "path": "cached",
                          "encoder": encoder, "group": position, "device": name, **result})
         image_set = CaptionDataset(records, vocab, 20, ImageLoader(records, build_transform(model.encoder.preprocess)))
         result = time_training(model, image_set, features=None, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
-                               warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers)
+                               warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers,
+                               bucket_pool=cfg.bucket_pool)
         rows.append({"benchmark": f"train, decoding images, frozen {encoder}", "path": "images", "encoder": encoder,
                      "group": position, "device": name, **result})
         del model
@@ -168,7 +172,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
             tuned = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=True, device=device)
             result = time_training(tuned, image_set, features=None, batch_size=cfg.image_batch_size,
                                    steps=cfg.image_steps, warmup=1, device=device, amp_dtype=amp_dtype,
-                                   num_workers=cfg.num_workers)
+                                   num_workers=cfg.num_workers, bucket_pool=cfg.bucket_pool)
             rows.append({"benchmark": f"train, decoding images, fine-tuning {encoder}", "path": "fine-tune",
                          "encoder": encoder, "device": name, **result})
             del tuned

@@ -144,7 +144,8 @@ def train(cfg: DictConfig) -> dict:
     train_set = CaptionDataset(splits["train"], vocab, cfg.vocab.max_length, lookup["train"])
     val_set = CaptionDataset(splits["val"], vocab, cfg.vocab.max_length, lookup["val"])
     sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed,
-                           batch_size=cfg.train.batch_size, rank=rank, world_size=world)
+                           batch_size=cfg.train.batch_size, rank=rank, world_size=world,
+                           lengths=train_set.caption_lengths(), bucket=cfg.train.bucket_pool)
     batch_size = cfg.train.batch_size // world  # train.batch_size is the global batch
     train_loader = (TensorBatches(inputs["train"], train_set.tokens, sampler, batch_size, device) if cached
                     else make_loader(train_set, sampler, batch_size, cfg.data, device))

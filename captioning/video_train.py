@@ -150,7 +150,9 @@ def train_video_caption(cfg: DictConfig) -> dict:
     inputs, cached = clip_inputs(splits, model.encoder, cfg.data, cfg.train.batch_size, device)
 
     sets = {split: CaptionDataset(splits[split], vocab, cfg.vocab.max_length, inputs[split]) for split in ("train", "val")}
-    sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed)
+    sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True, seed=cfg.seed,
+                           batch_size=cfg.train.batch_size, lengths=sets["train"].caption_lengths(),
+                           bucket=cfg.train.bucket_pool)
     loader = lambda dataset, order: make_loader(dataset, order, cfg.train.batch_size, collate_captioned_clips,  # noqa: E731
                                                 cfg.data, device)
     train_loader = loader(sets["train"], sampler)

@@ -1,4 +1,6 @@
 """Every registered encoder and both decoder image-input modes: shapes, gradients, preprocessing."""
+import copy
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -37,6 +39,14 @@ def test_every_registered_encoder(name):
     frozen = instantiate(encoder_config(name, trainable=False))
     frozen.train()
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+
+    # Channels-last for speed, with the values of the usual contiguous layout.
+    kernels = [p for p in frozen.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels), name
+    contiguous = copy.deepcopy(frozen.backbone).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        got, expected = frozen(images), contiguous(images).flatten(1)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max(), name  # float rounding of another sum order
 
 
 def test_torchvision_preprocessing_comes_from_the_weight_enum():

@@ -35,7 +35,8 @@ def test_run_folder_contents(tiny_run):
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path, synthetic_root):
     """Stop mid-epoch, resume from last.pt: the remaining losses equal those of a run never stopped."""
-    base = tiny_overrides(synthetic_root) + ["model.decoder.dropout=0.3", "train.epochs=5"]  # dropout: RNG must be restored
+    base = tiny_overrides(synthetic_root) + ["model.decoder.dropout=0.3", "train.epochs=5",  # dropout: RNG must be restored
+                                             "train.bucket_pool=3"]  # the length-bucketed order must be restored too
     train(compose_train(base + ["train.max_steps=12"], tmp_path / "straight"))
     train(compose_train(base + ["train.max_steps=5"], tmp_path / "stopped"))
     resumed = compose_train(base + ["train.max_steps=12", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"],
@@ -108,7 +109,8 @@ def test_missing_mandatory_key_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [("train.amp=fast", "train.amp"), ("data.sampling=all", "data.sampling"),
-                                               ("data.on_bad_image=ignore", "data.on_bad_image")])
+                                               ("data.on_bad_image=ignore", "data.on_bad_image"),
+                                               ("train.bucket_pool=-1", "train.bucket_pool")])
 def test_wrong_config_values_are_named(tmp_path, synthetic_root, override, message):
     with pytest.raises(ValueError, match=message):
         train(compose_train(tiny_overrides(synthetic_root) + [override], tmp_path))

@@ -73,6 +73,10 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def caption_lengths(self) -> list[list[int]]:
+        """Tokens of every caption, per record (what length bucketing sorts by)."""
+        return [[len(caption) for caption in captions] for captions in self.tokens]
+
     def __getitem__(self, item: tuple[int, int]) -> dict:
         index, caption = item
         return {"input": self.load_input(index), "tokens": self.tokens[index][caption], "index": index}
@@ -84,15 +88,23 @@ class EpochSampler(Sampler):
     mode `pairs`: every (image, caption) pair once per epoch.
     mode `random_caption`: every image once per epoch with one caption drawn at random.
     `skip` drops the first items of the epoch (resuming mid-epoch).
+    `bucket` > 0 with `lengths` (tokens of each record's captions): the shuffled epoch is cut into pools
+    of `bucket` batches, each pool sorted by caption length and cut into batches, and the whole batches
+    shuffled, so a batch holds captions of similar length and the LSTM runs over little padding.
     """
 
     def __init__(self, caption_counts: list[int], mode: str = "random_caption", shuffle: bool = True, seed: int = 0,
-                 batch_size: int = 1, rank: int = 0, world_size: int = 1):
+                 batch_size: int = 1, rank: int = 0, world_size: int = 1, lengths: list[list[int]] | None = None,
+                 bucket: int = 0):
         if mode not in ("pairs", "random_caption"):
             raise ValueError(f"data.sampling must be 'pairs' or 'random_caption', got {mode!r}")
         if batch_size % world_size:
             raise ValueError(f"train.batch_size={batch_size} (the global batch) must divide by the {world_size} processes")
-        self.caption_counts = caption_counts
+        if bucket < 0:
+            raise ValueError(f"train.bucket_pool must be >= 0, got {bucket}")
+        if bucket and lengths is None:
+            raise ValueError("length bucketing needs the caption lengths")
+        self.caption_counts, self.lengths, self.bucket = caption_counts, lengths, bucket
         self.mode, self.shuffle, self.seed = mode, shuffle, seed
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.epoch, self.skip = 0, 0
@@ -110,7 +122,22 @@ class EpochSampler(Sampler):
             items = list(enumerate(draws))
         if self.shuffle:
             items = [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+        if self.bucket:
+            items = self.bucketed(items, generator)
         return items
+
+    def bucketed(self, items: list[tuple[int, int]], generator: torch.Generator) -> list[tuple[int, int]]:
+        pool, size = self.bucket * self.batch_size, self.batch_size
+        batches = []
+        for start in range(0, len(items), pool):
+            chunk = sorted(items[start:start + pool], key=lambda item: self.lengths[item[0]][item[1]])
+            batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        # A short last batch stays last: batches are cut from the item stream, so one in the middle would shift the rest.
+        whole = [batch for batch in batches if len(batch) == size]
+        short = [batch for batch in batches if len(batch) < size]
+        if self.shuffle:
+            whole = [whole[i] for i in torch.randperm(len(whole), generator=generator).tolist()]
+        return [item for batch in whole + short for item in batch]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         items = self.items()[self.skip:]
