@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU set in one call: decoding, training and feature-extraction throughput on CUDA.
+# The GPU set in one call: decoding, training and feature-extraction throughput on CUDA, then the speed options.
 # Usage: bash scripts/gpu_checks.sh OUTPUT_DIR CHECKPOINT   (every row is printed with the device name)
 set -euo pipefail
 out=${1:?output folder}
@@ -10,3 +10,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 python3 scripts/benchmark_decoding.py checkpoint="$checkpoint" device=cuda output="$out/decoding.json" 2>&1 | tee "$out/decoding.txt"
 python3 scripts/benchmark.py bench=cuda device=cuda output="$out/training.json" hydra.run.dir="$out/hydra" 2>&1 | tee "$out/training.txt"
+python3 benchmarks/speed_options.py --device cuda --steps 50 --encoder-repeats 20 2>&1 | tee "$out/speed_options.txt"

@@ -12,7 +12,8 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("benchmark", overrides=[
             "images=8", "warmup=1", "cached_batch_sizes=[4]", "cached_steps=2", "image_batch_size=4", "image_steps=1",
-            "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", f"output={tmp_path / 'bench.json'}"])
+            "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", "bucket_pool=2",
+            f"output={tmp_path / 'bench.json'}"])
     with open_dict(cfg):
         cfg.encoder = OmegaConf.create(tiny_cnn)
         cfg.also_frozen = OmegaConf.create([{**tiny_cnn, "width": 8, "out_dim": 24}])
@@ -26,3 +27,19 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
     assert rows[0]["steps"] == 2 and rows[-1]["images"] == 8
     assert capsys.readouterr().out.count("x the image-decoding path with the same frozen tiny_cnn") == 2
     assert (tmp_path / "bench.json").is_file()
+
+
+def test_speed_options_bucketed_batches_pad_less():
+    import torch
+
+    from benchmarks.speed_options import BATCH, caption_lengths, token_batches
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = caption_lengths(None, BATCH * 8, generator)
+    padding = {}
+    for pool in (0, 4):
+        batches = token_batches(lengths, pool, 6, generator)
+        assert [tokens.shape[0] for tokens in batches] == [BATCH] * 6
+        assert all(((tokens != 0).sum(1) >= 10).all() for tokens in batches)  # 8-16 words + <start> + <end>
+        padding[pool] = sum(tokens.numel() for tokens in batches) / sum(int((tokens != 0).sum()) for tokens in batches)
+    assert padding[4] < 1.1 < padding[0]
