@@ -132,12 +132,12 @@ class EpochSampler(Sampler):
         for start in range(0, len(items), pool):
             chunk = sorted(items[start:start + pool], key=lambda item: self.lengths[item[0]][item[1]])
             batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
-        # A short last batch stays last: batches are cut from the item stream, so one in the middle would shift the rest.
-        whole = [batch for batch in batches if len(batch) == size]
-        short = [batch for batch in batches if len(batch) < size]
+        # Only the last pool can end in a short batch. It stays last: batches are cut from the item stream,
+        # so a short one in the middle would shift every batch after it.
+        short = batches.pop() if batches and len(batches[-1]) < size else []
         if self.shuffle:
-            whole = [whole[i] for i in torch.randperm(len(whole), generator=generator).tolist()]
-        return [item for batch in whole + short for item in batch]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return [item for batch in batches for item in batch] + short
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         items = self.items()[self.skip:]
