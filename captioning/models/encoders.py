@@ -28,7 +28,7 @@ class ImageEncoder(nn.Module):
         self.name = name
         self.weights = weights  # identity of the loaded weights (None: random init); feature caches record it
         self.backbone.requires_grad_(trainable)
-        # Channels-last: the same values, 1.6x the EfficientNet-Lite0 forward and backward on the 2-core CPU
+        # Channels-last: the same values, about 1.5x the EfficientNet-Lite0 forward and backward on the 2-core CPU
         # (benchmarks/speed_options.py), and the layout that cuDNN's fastest convolutions use.
         self.backbone.to(memory_format=torch.channels_last)
 
