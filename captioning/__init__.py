@@ -4,6 +4,6 @@ __all__ = ["Caption", "Captioner"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from captioning import inference
-        return getattr(inference, name)
+        from captioning.inference import captioner
+        return getattr(captioner, name)
     raise AttributeError(f"module 'captioning' has no attribute {name!r}")

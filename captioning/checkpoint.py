@@ -1,4 +1,12 @@
-"""Self-describing checkpoints, written atomically and read with `weights_only=True`."""
+"""Self-describing checkpoints, written atomically and read with `weights_only=True`.
+
+A checkpoint names what it holds only by registered names and plain data: `task` (a task registry
+name), `model_spec` ({part: {"name", ...arguments}}, see models/captioner.py), `vocab` or `classes`,
+`preprocess`, `data` (the data source spec, `{"name": ..., ...}`), `config_yaml` (the run's config as
+text, for people: never instantiated), plus the state dicts and training progress. `load_checkpoint`
+refuses any `_target_` or non-plain value outside the state dicts before a caller builds anything.
+Checkpoints written before format 2 stored Hydra `_target_`s and are refused (retrain to get a format 2 file).
+"""
 from __future__ import annotations
 
 import os
@@ -7,11 +15,15 @@ from pathlib import Path
 
 import torch
 
-REQUIRED_KEYS = ("model", "model_config", "vocab", "preprocess")
+from captioning.registry import find_code_reference
+
+FORMAT = 2
+REQUIRED_KEYS = ("format", "task", "model", "model_spec", "preprocess")
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")  # tensors and library state, never instantiated
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt, or does not fit the model asking for it."""
+    """A checkpoint that is missing, corrupt, foreign, or does not fit the model or run asking for it."""
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
@@ -24,7 +36,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
+            torch.save({"format": FORMAT, **payload}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -34,8 +46,12 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
-    """Read a checkpoint written by this project; `mmap`: tensors stay on disk until touched (cheap peeks)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False,
+                    expect_task: str | tuple[str, ...] | None = None) -> dict:
+    """Read a checkpoint written by this project and refuse one that names code or is not for `expect_task`.
+
+    `mmap`: tensors stay on disk until touched (cheap peeks).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -45,35 +61,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
+    if "format" not in payload and "model_config" in payload:
+        raise CheckpointError(f"{path}: written by an older version of this project (format 1, whose model_config "
+                              "names code through Hydra _target_); such files are no longer loaded: retrain it")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: not a captioning checkpoint, missing {missing}")
+    if payload["format"] != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {payload['format']!r}; this version reads format {FORMAT}")
+    for key, value in payload.items():
+        if key not in STATE_KEYS:
+            problem = find_code_reference(value, key)
+            if problem:
+                raise CheckpointError(f"{path}: {problem}")
+    if expect_task is not None:
+        wanted = (expect_task,) if isinstance(expect_task, str) else tuple(expect_task)
+        if payload["task"] not in wanted:
+            raise CheckpointError(f"{path}: a {payload['task']!r} checkpoint; this needs {' or '.join(map(repr, wanted))}")
     return payload
-
-
-def checkpoint_task(path: str | Path) -> str:
-    """The task a checkpoint was trained for: image_caption (also checkpoints that predate tasks), activity, video_caption."""
-    return load_checkpoint(path, mmap=True).get("task", "image_caption")
-
-
-def saved_config(node: dict, path: str | Path, what: str) -> dict:
-    """A config read back from a checkpoint, refused if it names code outside this package.
-
-    `instantiate` on a saved `_target_` would call whatever the file names; a checkpoint must
-    never be a way to run code, so only `captioning.` targets pass.
-    """
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            target = item.get("_target_")
-            if target is not None and not str(target).startswith("captioning."):
-                raise CheckpointError(f"{path}: its saved {what} config names {target!r}, outside this package; "
-                                      f"give the {what} config on the command line instead")
-            stack += list(item.values())
-        elif isinstance(item, list):
-            stack += item
-    return node
 
 
 def load_state(module: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "model") -> None:

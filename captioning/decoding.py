@@ -1,35 +1,40 @@
-"""Decoding as pure functions over tensors: greedy, sampling and batched beam search.
+"""Decoding as functions over the decoder contract: greedy, sampling and batched beam search.
 
-A `step_fn(tokens (N,), state) -> (log_probs (N, V), state)` advances the decoder one word;
-states are tuples of tensors whose dim 1 is the batch (LSTM (h, c) layout). Decoding never
-looks inside the model, so any encoder and either `image_input` mode work unchanged.
-`max_length` counts generated tokens, `<end>` included.
+They call only `decoder.init_state(memory)`, `decoder.step(tokens (N,), state) -> (log_probs (N, V), state)`
+and `decoder.reorder_state(state, rows)` (models/decoders/base.py), and never look inside a state,
+so every registered decoder, image or clip memory, works unchanged. `memory` has `len()` (the batch
+B) and `.device`. `max_tokens` counts generated tokens, `<end>` included (so max words + 1).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
 
-StepFn = Callable[[torch.Tensor, tuple], tuple[torch.Tensor, tuple]]
 LENGTH_PENALTIES = ("none", "avg", "gnmt")
 
 
-def word_by_word(step_fn: StepFn, state: tuple, start: int, end: int, max_length: int,
+class Decoder(Protocol):
+    def init_state(self, memory: Any) -> Any: ...
+    def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+    def reorder_state(self, state: Any, rows: torch.Tensor) -> Any: ...
+
+
+def word_by_word(decoder: Decoder, memory: Any, start: int, end: int, max_tokens: int,
                  choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """One word per step for every row: `choose(log_probs (B, V)) -> words (B,), their log-probs (B,)`.
 
     Returns tokens (B, T) padded with `end` after each row's `<end>`, and scores (B,): summed log-probs.
     """
-    B = state[0].size(1)
-    device = state[0].device
+    B, device = len(memory), memory.device
+    state = decoder.init_state(memory)
     tokens = torch.full((B,), start, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     scores = torch.zeros(B, device=device)
     out = []
-    for _ in range(max_length):
-        log_probs, state = step_fn(tokens, state)  # (B, V)
+    for _ in range(max_tokens):
+        log_probs, state = decoder.step(tokens, state)  # (B, V)
         tokens, picked = choose(log_probs)
         scores += torch.where(finished, torch.zeros_like(picked), picked.float())
         tokens = torch.where(finished, torch.full_like(tokens, end), tokens)
@@ -41,16 +46,16 @@ def word_by_word(step_fn: StepFn, state: tuple, start: int, end: int, max_length
 
 
 @torch.no_grad()
-def greedy_search(step_fn: StepFn, state: tuple, start: int, end: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_search(decoder: Decoder, memory: Any, *, start: int, end: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Most likely word at every step -> tokens (B, T) padded with `end`, scores (B,) summed log-probs."""
     def most_likely(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         best, words = log_probs.max(dim=-1)
         return words, best
-    return word_by_word(step_fn, state, start, end, max_length, most_likely)
+    return word_by_word(decoder, memory, start, end, max_tokens, most_likely)
 
 
 @torch.no_grad()
-def sample(step_fn: StepFn, state: tuple, *, start: int, end: int, max_length: int, temperature: float = 1.0,
+def sample(decoder: Decoder, memory: Any, *, start: int, end: int, max_tokens: int, temperature: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw each word from softmax(log_probs / temperature), restricted to the `top_k` likeliest (0: all).
 
@@ -67,7 +72,7 @@ def sample(step_fn: StepFn, state: tuple, *, start: int, end: int, max_length: i
             logits = logits.masked_fill(logits < kth_best, float("-inf"))
         words = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
         return words, log_probs.gather(1, words[:, None]).squeeze(1)
-    return word_by_word(step_fn, state, start, end, max_length, draw)
+    return word_by_word(decoder, memory, start, end, max_tokens, draw)
 
 
 def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> float | torch.Tensor:
@@ -79,14 +84,9 @@ def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> 
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def reorder_state(state: tuple, rows: torch.Tensor) -> tuple:
-    """Pick batch rows (dim 1) of every tensor in the state."""
-    return tuple(s.index_select(1, rows) for s in state)
-
-
 @torch.no_grad()
-def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_size: int, max_length: int,
-                min_length: int = 0, length_penalty: str = "none", alpha: float = 0.7, n_best: int = 1,
+def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_size: int, max_tokens: int,
+                min_words: int = 0, length_penalty: str = "none", alpha: float = 0.7, n_best: int = 1,
                 forbid: Iterable[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search over every image at once -> tokens (B, n_best, T) padded with `end`, scores (B, n_best).
 
@@ -94,11 +94,11 @@ def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_siz
     beam_size * V candidates per image. As in fairseq, a candidate ending in `<end>` is moved to the
     image's finished pool only when it ranks among the top `beam_size`; the live beams are the best
     `beam_size` candidates that do not end. So beam_size=1 is exactly greedy search. Hypotheses still
-    live after `max_length` tokens are finished as they stand, so every image gets a caption.
+    live after `max_tokens` tokens are finished as they stand, so every image gets a caption.
 
     A score is the summed log-prob divided by `length_penalty_of(L)`, L = scored tokens (`<end>`
     included). An image stops once its n_best-th finished score beats the best score any live beam
-    could still reach (log-probs are <= 0), and leaves the batch. `min_length` words come before
+    could still reach (log-probs are <= 0), and leaves the batch. `min_words` words come before
     `<end>`; `forbid` lists token ids never produced (e.g. `<unk>`). Scores of -inf mean fewer than
     n_best hypotheses exist.
     """
@@ -106,24 +106,25 @@ def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_siz
         raise ValueError(f"length_penalty must be one of {LENGTH_PENALTIES}, got {length_penalty!r}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    B, device, K = state[0].size(1), state[0].device, beam_size
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    B, device, K = len(memory), memory.device, beam_size
+    state = decoder.init_state(memory)
     forbid = torch.tensor(sorted(set(int(i) for i in forbid)), dtype=torch.long, device=device)
 
-    finished_tokens = torch.full((B, n_best, max_length), end, dtype=torch.long, device=device)
+    finished_tokens = torch.full((B, n_best, max_tokens), end, dtype=torch.long, device=device)
     finished_scores = torch.full((B, n_best), float("-inf"), device=device)
     active = torch.arange(B, device=device)  # images still searching
     live_scores = torch.zeros(B, 1, device=device)  # (A, k): one live beam per image before the first word
     history = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (A, k, t) words so far
     tokens = torch.full((B,), start, dtype=torch.long, device=device)  # (A * k,) last word of each row
 
-    for t in range(max_length):
-        log_probs, state = step_fn(tokens, state)  # (A * k, V)
+    for t in range(max_tokens):
+        log_probs, state = decoder.step(tokens, state)  # (A * k, V)
         log_probs = log_probs.float()
         if forbid.numel():
             log_probs = log_probs.index_fill(1, forbid, float("-inf"))
-        if t < min_length:
+        if t < min_words:
             log_probs = log_probs.index_fill(1, torch.tensor([end], device=device), float("-inf"))
         A, k = live_scores.shape
         V = log_probs.size(-1)
@@ -136,15 +137,15 @@ def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_siz
 
         # Finish: `<end>` candidates in the top K, or every top-K candidate at the last step.
         top = min(K, num)
-        finishing = torch.ones_like(ends[:, :top]) if t == max_length - 1 else ends[:, :top]
+        finishing = torch.ones_like(ends[:, :top]) if t == max_tokens - 1 else ends[:, :top]
         if finishing.any():
             normalised = top_scores[:, :top] / length_penalty_of(float(t + 1), length_penalty, alpha)
             pool_scores = torch.cat([finished_scores[active], normalised.masked_fill(~finishing, float("-inf"))], 1)
-            padded = F.pad(paths[:, :top], (0, max_length - t - 1), value=end)
+            padded = F.pad(paths[:, :top], (0, max_tokens - t - 1), value=end)
             pool_tokens = torch.cat([finished_tokens[active], padded], dim=1)
             finished_scores[active], pick = pool_scores.topk(n_best, dim=1)
-            finished_tokens[active] = pool_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, max_length))
-        if t == max_length - 1:
+            finished_tokens[active] = pool_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, max_tokens))
+        if t == max_tokens - 1:
             break
 
         # Live: the best candidates that did not end, in score order (sort key: ends last, then rank).
@@ -157,15 +158,15 @@ def beam_search(step_fn: StepFn, state: tuple, *, start: int, end: int, beam_siz
         # A live beam's summed log-prob only falls as it grows, so the best score it can still reach is
         # that sum over the largest penalty of any longer hypothesis. Images that cannot improve leave.
         reach = max(length_penalty_of(float(t + 2), length_penalty, alpha),
-                    length_penalty_of(float(max_length), length_penalty, alpha))
+                    length_penalty_of(float(max_tokens), length_penalty, alpha))
         searching = finished_scores[active, n_best - 1] < live_scores[:, 0] / reach
         if not searching.all():
             active, live_scores = active[searching], live_scores[searching]
             history, rows = history[searching], rows[searching]
             if active.numel() == 0:
                 break
-        state = reorder_state(state, rows.reshape(-1))
+        state = decoder.reorder_state(state, rows.reshape(-1))
         tokens = history[:, :, -1].reshape(-1)
 
-    lengths = torch.where((finished_tokens == end).any(2), (finished_tokens == end).int().argmax(2) + 1, max_length)
+    lengths = torch.where((finished_tokens == end).any(2), (finished_tokens == end).int().argmax(2) + 1, max_tokens)
     return finished_tokens[:, :, : int(lengths.max())], finished_scores

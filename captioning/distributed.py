@@ -11,6 +11,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from captioning.runtime import resolve_device
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
@@ -25,18 +27,9 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available here")
-    return device
-
-
 def setup(device_name: str) -> torch.device:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns this process's device."""
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "train.device")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -71,6 +64,22 @@ def gather_dict(local: dict) -> dict:
     for part in parts:
         merged.update(part)
     return merged
+
+
+def gather_list(local) -> list:
+    """[rank 0's value, rank 1's, ...] on every rank (e.g. each rank's RNG state for a checkpoint)."""
+    if not dist.is_initialized():
+        return [local]
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, local)
+    return parts
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (ranks are seeded apart, so their random inits differ)."""
+    if dist.is_initialized():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 def shard(items: list) -> list:

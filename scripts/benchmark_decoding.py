@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.decoding_benchmark import benchmark  # noqa: E402
+from benchmarks.decoding_throughput import benchmark  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark_decoding")

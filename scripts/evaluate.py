@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.scoring import format_table, score_results_file  # noqa: E402
+from captioning.evaluation.report import format_table, score_results_file  # noqa: E402
 
 log = logging.getLogger("evaluate")
 

@@ -1,6 +1,6 @@
 """Summarise a multirun folder: `python scripts/summarize_sweep.py multirun/DATE/TIME [--output-dir DIR]`.
 
-Prints every run sorted by its best validation `train.select_metric` (respecting `train.select_mode`),
+Prints every run sorted by its best validation `train.select_metric` (lower is better only for loss and perplexity),
 and writes `summary.csv` and `summary.png` (metric against each swept parameter) into the folder.
 """
 import argparse
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.sweep_summary import summarize_sweep  # noqa: E402
+from tools.sweep_summary import summarize_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

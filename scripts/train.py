@@ -4,19 +4,19 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `captioning` importable for the task runner
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `captioning` importable without `pip install -e .`
 from captioning import distributed  # noqa: E402
 from captioning.plugins import require_plugins  # noqa: E402
+from captioning.tasks import train  # noqa: E402
 
 log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    metrics = instantiate(cfg.task.runner)(cfg)  # conf/task/: captioning.train.train for images
+    metrics = train(cfg)  # the registered task cfg.task.name (conf/task/)
     distributed.cleanup()  # leave a torchrun process group cleanly (no-op in one process)
     log.info("final validation: %s", {k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)})
     log.info("outputs in %s (checkpoints/best.pt, checkpoints/last.pt, metrics.json)", cfg.run_dir)

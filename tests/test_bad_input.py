@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.data.images import ImageReadError, load_rgb
-from captioning.data.records import CaptionRecord, DataError, check_images, clean_captions
-from captioning.data.sources import coco_splits, flickr_splits, read_json
-from captioning.train import load_splits
+from captioning.data.images import ImageReadError, check_image, load_rgb
+from captioning.data.loading import load_splits
+from captioning.data.records import CaptionRecord, DataError, check_inputs, clean_captions
+from captioning.data.sources.coco import coco_splits, read_json
+from captioning.data.sources.flickr import flickr_splits
 from captioning.vocab import Vocabulary, tokenize
 
 from tests.test_data_sources import write_coco, write_images
@@ -70,16 +71,16 @@ def test_exif_rotation_is_applied(tmp_path):
     assert load_rgb(tmp_path / "rotated.jpg").size == (20, 40)
 
 
-def test_check_images_error_or_skip(tmp_path):
+def test_check_inputs_on_images_error_or_skip(tmp_path):
     write_images(tmp_path, ["good.jpg"])
     (tmp_path / "bad.jpg").write_text("garbage")
     records = [CaptionRecord(1, tmp_path / "good.jpg", "train", ["a"]), CaptionRecord(2, tmp_path / "bad.jpg", "train", ["b"]),
                CaptionRecord(3, tmp_path / "gone.jpg", "train", ["c"])]
     with pytest.raises(DataError, match="bad.jpg.*gone.jpg"):
-        check_images(records, "error")
-    assert [r.image_id for r in check_images(records, "skip")] == [1]
+        check_inputs(records, check_image, "error")
+    assert [r.image_id for r in check_inputs(records, check_image, "skip")] == [1]
     with pytest.raises(DataError, match="on_bad_image"):
-        check_images(records, "maybe")
+        check_inputs(records, check_image, "maybe")
 
 
 def test_empty_captions(tmp_path):
@@ -134,3 +135,22 @@ def test_bad_image_found_before_training_starts(tmp_path):
         load_splits(compose_train(overrides).data)
     splits = load_splits(compose_train(overrides + ["data.on_bad_image=skip"]).data)
     assert "3.jpg" not in [r.image_id for r in splits["train"]] and len(splits["train"]) == 7
+
+
+def test_load_splits_takes_a_plain_dict_and_checks_its_options(tmp_path):
+    """A data config saved as plain JSON reads the same; a typo in an option stops the run instead of choosing for it."""
+    names = [f"{i}.jpg" for i in range(10)]
+    write_images(tmp_path / "images", names)
+    (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{n},A thing number {n}.\n" for n in names))
+    (tmp_path / "split.json").write_text(json.dumps({n: "val" if i < 2 else "train" for i, n in enumerate(names)}))
+    data = {"source": {"name": "flickr", "captions_file": str(tmp_path / "captions.txt"),
+                       "image_dir": str(tmp_path / "images"), "split_file": str(tmp_path / "split.json")},
+            "on_bad_image": "error", "on_bad_caption": "error", "verify_images": "full"}
+    splits = load_splits(data)
+    assert [len(splits["train"]), len(splits["val"])] == [8, 2] and "test" not in splits
+    with pytest.raises(DataError, match="no 'test' images"):
+        load_splits(data, verify=("train", "test"))
+    with pytest.raises(DataError, match="verify_images"):
+        load_splits({**data, "verify_images": "headers"})
+    with pytest.raises(DataError, match="on_bad_caption"):
+        load_splits({**data, "on_bad_caption": "drop"})

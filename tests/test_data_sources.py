@@ -1,12 +1,21 @@
 """Every caption source reads into the same records; the synthetic set is deterministic and faithful."""
 import csv
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
-from captioning.data.sources import coco_splits, flickr_splits, karpathy_splits
-from captioning.data.synthetic import describe, draw_example, synthetic_splits
+from captioning.data.sources import SOURCES, read_source
+from captioning.data.sources.coco import coco_splits
+from captioning.data.sources.drawing import COLOURS, SLOTS, draw_example
+from captioning.data.sources.flickr import flickr_splits
+from captioning.data.sources.karpathy import karpathy_splits
+from captioning.data.sources.synthetic import describe_shapes, synthetic_splits
+from captioning.registry import SpecError
 
 
 def write_images(folder, names, size=(40, 30)):
@@ -95,8 +104,6 @@ def test_synthetic_is_deterministic_and_read_through_coco(tmp_path):
 
 
 def test_synthetic_captions_follow_the_picture():
-    from captioning.data.synthetic import COLOURS, SLOTS
-
     rng = np.random.default_rng(0)
     for _ in range(20):
         image, objects = draw_example(rng, 60)
@@ -110,7 +117,42 @@ def test_synthetic_captions_follow_the_picture():
             if counts[best] > 40:
                 seen.append(best)
         assert seen == [colour for colour, _ in objects]  # captions list shapes left to right
-        captions = describe(objects)
+        captions = describe_shapes(objects)
         assert len(set(captions)) == 5 and all(all(c in caption for c, _ in objects) for caption in captions)
-    assert describe([("red", "circle"), ("blue", "square")])[2] == "a red circle to the left of a blue square"
-    assert describe([("red", "circle"), ("blue", "square")])[3] == "a blue square to the right of a red circle"
+    assert describe_shapes([("red", "circle"), ("blue", "square")])[2] == "a red circle to the left of a blue square"
+    assert describe_shapes([("red", "circle"), ("blue", "square")])[3] == "a blue square to the right of a red circle"
+
+
+def test_read_source_by_name_resolves_the_config(tmp_path):
+    """`data.source` names a registered source; interpolations are resolved before it is read."""
+    names = [f"{i:02d}.jpg" for i in range(10)]
+    (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{n},A thing {n}.\n" for n in names))
+    data = OmegaConf.create({"data": {"captions_file": str(tmp_path / "captions.txt"), "source": {
+        "name": "flickr", "captions_file": "${data.captions_file}", "image_dir": str(tmp_path)}}}).data
+    by_name = read_source(data.source)
+    direct = flickr_splits(tmp_path / "captions.txt", tmp_path)
+    assert {s: [(r.image_id, r.image_path, r.captions) for r in rs] for s, rs in by_name.items()} == \
+           {s: [(r.image_id, r.image_path, r.captions) for r in rs] for s, rs in direct.items()}
+
+
+@pytest.mark.parametrize("spec, key", [
+    ({"name": "flickr", "_target_": "builtins.open"}, "data.source._target_"),
+    ({"name": "no_such_source", "root": "x"}, "data.source.name"),
+    ({"name": "flickr", "captions_file": "c.txt", "image_dir": ".", "command": "rm -rf /"}, "data.source.command"),
+    ({"name": "coco", "train": {"annotations": {"_target_": "os.system", "_args_": ["id"]}, "images": "."}},
+     "data.source.train.annotations._target_"),
+    ({"name": "flickr", "captions_file": Path("c.txt"), "image_dir": "."}, "data.source.captions_file"),
+    ({"name": "synthetic", "root": ".", "seed": object()}, "data.source.seed"),
+    ("coco", "data.source"),
+])
+def test_a_source_spec_names_only_registered_code(spec, key):
+    """Specs also come from files (saved configs, checkpoints): nothing in one may choose the code that runs."""
+    with pytest.raises(SpecError, match=re.escape(key)):
+        read_source(spec)
+
+
+def test_every_data_config_names_a_registered_source():
+    for path in sorted((Path(__file__).resolve().parents[1] / "conf" / "data").glob("*.yaml")):
+        spec = OmegaConf.to_container(OmegaConf.load(path).source, resolve=False)
+        name, arguments = SOURCES.check(spec, f"{path.name}: source")
+        assert name == path.stem and arguments, path  # each file reads the source it is named after

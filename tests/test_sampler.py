@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from captioning.data.dataset import EpochSampler
+from captioning.data.sampler import EpochSampler
 
 
 def lengths_of(counts: list[int], seed: int = 0) -> list[list[int]]:

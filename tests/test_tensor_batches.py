@@ -2,8 +2,10 @@
 import torch
 from torch.utils.data import DataLoader
 
-from captioning.data.dataset import CaptionDataset, EpochSampler, collate
+from captioning.data.datasets import CaptionDataset, collate
+from captioning.data.loading import make_loader
 from captioning.data.records import CaptionRecord
+from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
 from captioning.vocab import Vocabulary
 
@@ -24,3 +26,18 @@ def test_same_batches_as_the_dataloader(tmp_path):
         for a, b in zip(got, expected):
             for key in ("input", "tokens", "lengths", "index"):
                 assert torch.equal(a[key], b[key]), (mode, key)
+
+
+def test_make_loader_gives_the_same_batches_and_leaves_the_global_rng_alone(tmp_path):
+    """Resumes are exact only if building and iterating a loader draws nothing from torch's global RNG."""
+    records = [CaptionRecord(i, tmp_path / f"{i}.png", "train", ["a dog", "a red circle"][: i % 2 + 1]) for i in range(7)]
+    dataset = CaptionDataset(records, Vocabulary.build(["a dog", "a red circle"], min_count=1), 5, torch.randn(7, 3).__getitem__)
+    sampler = EpochSampler([len(r.captions) for r in records], "pairs", seed=1)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    loader = make_loader(dataset, sampler, 3, {"num_workers": 0, "pin_memory": "auto"}, torch.device("cpu"))
+    got = list(loader)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not loader.pin_memory  # auto: pinned only when training on CUDA
+    expected = list(DataLoader(dataset, batch_size=3, sampler=sampler, collate_fn=collate))
+    assert len(got) == len(expected) and all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected))

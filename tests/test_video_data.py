@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from captioning.data.clip_sources import check_labels, clip_splits, read_labels
-from captioning.data.clips import ClipReadError, check_clips, load_clip, read_frames, sample_indices
-from captioning.data.records import DataError
-from captioning.data.synthetic_clips import DIRECTIONS, draw_clip, synthetic_clip_splits
-from captioning.video_train import load_clip_splits
+from captioning.data.clips import ClipReadError, check_clip, load_clip, read_frames, sample_indices
+from captioning.data.loading import load_splits
+from captioning.data.records import DataError, check_inputs
+from captioning.data.sources.clips import check_labels, clip_splits, read_labels
+from captioning.data.sources.drawing import DIRECTIONS, draw_clip
+from captioning.data.sources.synthetic import synthetic_clip_splits
 
 from tests.conftest import compose_train
 
@@ -104,16 +105,16 @@ def test_bad_clips_are_named(tmp_path, make, message):
         read_frames(make(tmp_path), 8)
 
 
-def test_check_clips_error_or_skip(tmp_path):
+def test_check_inputs_on_clips_error_or_skip(tmp_path):
     write_frames(tmp_path / "clips" / "good", [1, 2, 3])
     (tmp_path / "clips" / "empty").mkdir()
     (tmp_path / "clips" / "bad.mp4").write_bytes(b"nonsense")
     (tmp_path / "labels.csv").write_text("clip,label\ngood,walk\nempty,run\nbad.mp4,run\nmissing,walk\n")
     records = clip_splits(train={"clips": tmp_path / "clips", "labels": tmp_path / "labels.csv"})["train"]
     with pytest.raises(DataError, match="3 unreadable clips.*bad.mp4.*empty.*missing"):
-        check_clips(records, "error")
-    assert [r.clip_id for r in check_clips(records, "skip")] == ["good"]
-    assert [r.clip_id for r in check_clips(records, "skip", full=False)] == ["bad.mp4", "good"]  # header: exists, has frames
+        check_inputs(records, check_clip, "error", what="clips")
+    assert [r.clip_id for r in check_inputs(records, check_clip, "skip", what="clips")] == ["good"]
+    assert [r.clip_id for r in check_inputs(records, check_clip, "skip", full=False, what="clips")] == ["bad.mp4", "good"]  # header: exists, has frames
 
 
 def test_bad_clip_found_before_training_with_the_image_policy(tmp_path):
@@ -125,9 +126,24 @@ def test_bad_clip_found_before_training_with_the_image_policy(tmp_path):
     overrides = ["task=activity", "data=clips"] + [f"data.{s}.{key}={tmp_path / s / value}" for s in ("train", "val")
                                                    for key, value in (("clips", ""), ("labels", "labels.csv"))]
     with pytest.raises(DataError, match="c1.*frame_000.png"):
-        load_clip_splits(compose_train(overrides).data)
-    splits = load_clip_splits(compose_train(overrides + ["data.on_bad_image=skip"]).data)
+        load_splits(compose_train(overrides).data, captions=False)
+    splits = load_splits(compose_train(overrides + ["data.on_bad_image=skip"]).data, captions=False)
     assert [r.clip_id for r in splits["train"]] == ["c0", "c2"]
+
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"augment": {"hflip": True}}, "data.augment is not supported for clips"),
+    ({"features": "store.pt"}, "data.features .* not supported for clips"),
+])
+def test_clips_refuse_image_only_options(tmp_path, option, message):
+    write_frames(tmp_path / "c0", [1, 2])
+    (tmp_path / "labels.csv").write_text("clip,label\nc0,a\n")
+    split = {"clips": str(tmp_path), "labels": str(tmp_path / "labels.csv")}
+    data = {"source": {"name": "clips", "train": split, "val": split}, "verify_images": "header", **option}
+    with pytest.raises(DataError, match=message):
+        load_splits(data, captions=False)
+    assert [r.clip_id for r in load_splits({**data, **{key: None for key in option}}, captions=False)["val"]] == ["c0"]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -7,7 +7,6 @@ rest is zero padding marked False in the mask, so padding is always at the end.
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,8 @@ from typing import Callable
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from captioning.data.images import ImageReadError, load_rgb
-from captioning.data.records import DataError
-
-log = logging.getLogger(__name__)
 
 FRAME_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -133,26 +128,6 @@ def check_clip(path: str | Path, full: bool = True) -> str | None:
     except ImageReadError as error:
         return str(error)
     return None
-
-
-def check_clips(records: list[ClipRecord], on_bad_image: str = "error", full: bool = True,
-                desc: str = "checking clips") -> list[ClipRecord]:
-    """Open every clip up front (the `data.on_bad_image` policy): stop naming the bad ones, or leave them out."""
-    if on_bad_image not in ("error", "skip"):
-        raise DataError(f"data.on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-    kept, bad = [], []
-    for record in tqdm(records, desc=desc, leave=False, disable=len(records) < 200):
-        problem = check_clip(record.path, full=full)
-        if problem is None:
-            kept.append(record)
-        else:
-            bad.append(problem)
-    if bad and on_bad_image == "error":
-        raise DataError(f"{len(bad)} unreadable clips: " + "; ".join(bad[:5]) +
-                        " (set data.on_bad_image=skip to leave them out)")
-    if bad:
-        log.warning("skipped %d unreadable clips, e.g. %s", len(bad), bad[0])
-    return kept
 
 
 class ClipLoader:

@@ -1,17 +1,18 @@
-"""The one record form every caption source is read into, and its validation."""
+"""The one record form every caption source is read into, and the checks run on records before training."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from tqdm import tqdm
-
-from captioning.data.images import check_image
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+Record = TypeVar("Record")  # a CaptionRecord or a ClipRecord: anything with `image_path`
 
 
 class DataError(ValueError):
@@ -26,13 +27,16 @@ class CaptionRecord:
     captions: list[str] = field(default_factory=list)
 
 
-def _first(items: list, n: int = 5) -> str:
+def first_items(items: list, n: int = 5) -> str:
+    """The first `n` items for an error message, and how many there are in all when that is more."""
     shown = ", ".join(str(item) for item in items[:n])
     return shown + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def clean_captions(records: list[CaptionRecord], source: str, on_bad_caption: str = "error") -> list[CaptionRecord]:
+def clean_captions(records: list[Record], source: str, on_bad_caption: str = "error") -> list[Record]:
     """Drop empty or whitespace-only captions; records left with none are an error or skipped."""
+    if on_bad_caption not in ("error", "skip"):
+        raise DataError(f"data.on_bad_caption must be 'error' or 'skip', got {on_bad_caption!r}")
     empty_ids = []
     for record in records:
         kept = [caption.strip() for caption in record.captions if caption and caption.strip()]
@@ -41,35 +45,38 @@ def clean_captions(records: list[CaptionRecord], source: str, on_bad_caption: st
         record.captions = kept
     if empty_ids and on_bad_caption == "error":
         raise DataError(
-            f"{source}: empty or whitespace-only captions for image ids {_first(empty_ids)} "
+            f"{source}: empty or whitespace-only captions for image ids {first_items(empty_ids)} "
             "(set data.on_bad_caption=skip to drop them)"
         )
     if empty_ids:
-        log.warning("%s: dropped empty captions of %d images (%s)", source, len(empty_ids), _first(empty_ids))
+        log.warning("%s: dropped empty captions of %d images (%s)", source, len(empty_ids), first_items(empty_ids))
     without = [record.image_id for record in records if not record.captions]
     if without:
-        log.warning("%s: %d images have no captions and are left out (%s)", source, len(without), _first(without))
+        log.warning("%s: %d images have no captions and are left out (%s)", source, len(without), first_items(without))
     return [record for record in records if record.captions]
 
 
-def check_images(records: list[CaptionRecord], on_bad_image: str = "error", full: bool = True,
-                 desc: str = "checking images") -> list[CaptionRecord]:
-    """Open every image up front so a bad file stops the run now, not hours into an epoch."""
+def check_inputs(records: list[Record], check: Callable[[Path, bool], str | None], on_bad_image: str = "error",
+                 full: bool = True, what: str = "images", desc: str | None = None) -> list[Record]:
+    """Open every record's input up front, so a bad file stops the run now, not hours into an epoch.
+
+    `check(path, full)` returns a message for an unreadable input (`images.check_image`, `clips.check_clip`);
+    `on_bad_image` (the `data.on_bad_image` policy) either stops naming them or leaves them out.
+    """
     if on_bad_image not in ("error", "skip"):
         raise DataError(f"data.on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-    bad = []
-    kept = []
-    for record in tqdm(records, desc=desc, leave=False, disable=len(records) < 500):
-        problem = check_image(record.image_path, full=full)
+    kept, bad = [], []
+    for record in tqdm(records, desc=desc or f"checking {what}", leave=False, disable=len(records) < 200):
+        problem = check(record.image_path, full)
         if problem is None:
             kept.append(record)
         else:
             bad.append(problem)
     if bad and on_bad_image == "error":
-        raise DataError(f"{len(bad)} unreadable images: " + "; ".join(bad[:5]) +
+        raise DataError(f"{len(bad)} unreadable {what}: " + "; ".join(bad[:5]) +
                         " (set data.on_bad_image=skip to leave them out)")
     if bad:
-        log.warning("skipped %d unreadable images, e.g. %s", len(bad), bad[0])
+        log.warning("skipped %d unreadable %s, e.g. %s", len(bad), what, bad[0])
     return kept
 
 

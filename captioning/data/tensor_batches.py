@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from captioning.data.dataset import EpochSampler
+from captioning.data.sampler import EpochSampler
 
 
 class TensorBatches:

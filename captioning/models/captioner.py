@@ -1,31 +1,102 @@
-"""Encoder + decoder, and rebuilding one from the model config stored in a checkpoint."""
+"""Encoder + decoder as one module, and rebuilding models from a spec of registered names and plain arguments.
+
+A model spec is what `conf/model` composes and what a checkpoint stores:
+`{"encoder": {"name": "tiny_cnn", ...}, "decoder": {"name": "lstm", ...}}`, plus `temporal` for clips
+and `classifier` for activities. Every part is checked against its registry before anything is built,
+so a spec read from a file can only choose the project's own components.
+"""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
-from captioning.models.decoder import LSTMDecoder
-from captioning.models.encoders import ImageEncoder
+from captioning.models.decoders import DECODERS, CaptionDecoder
+from captioning.models.encoders import ENCODERS, ImageEncoder
+from captioning.models.heads import HEADS, ActivityHead, ActivityModel
+from captioning.models.temporal import TEMPORAL, ClipCaptionDecoder, TimeDistributed
+from captioning.registry import Registry, SpecError
+
+PARTS: dict[str, Registry] = {"encoder": ENCODERS, "decoder": DECODERS, "temporal": TEMPORAL, "classifier": HEADS}
+# The constructor arguments each part gets from the others rather than from the spec.
+SUPPLIED = {"encoder": (), "decoder": ("vocab_size", "feature_dim", "grid_dim"), "temporal": ("input_dim",),
+            "classifier": ("in_dim", "num_classes")}
 
 
 class CaptionModel(nn.Module):
-    def __init__(self, encoder: ImageEncoder, decoder: LSTMDecoder):
+    """`forward(inputs, tokens) -> (summed loss, count)`, so DDP wraps this one module."""
+
+    def __init__(self, encoder: ImageEncoder | TimeDistributed, decoder: CaptionDecoder):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W), tokens (B, T) -> next-word logits (B, T, V)."""
-        return self.decoder(self.encoder(images), tokens)
+    def memory(self, inputs: Any, cached: bool = False) -> Any:
+        """Images (B, 3, H, W) or clips through the encoder, or, when `cached`, their stored features as they are."""
+        return self.encoder.from_cached(inputs) if cached else self.encoder(inputs)
+
+    def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False) -> tuple[torch.Tensor, int]:
+        """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number."""
+        return self.decoder.loss(self.memory(inputs, cached), tokens)
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The named parts another model can take over (`train.init_from`): encoder, decoder (and temporal for clips)."""
+        return {**parts_of(self.encoder, "encoder"), **parts_of(self.decoder, "decoder")}
 
 
-def build_model(model_config: dict, vocab_size: int, pretrained: bool = True) -> CaptionModel:
-    """`model_config` = {encoder: {_target_, ...}, decoder: {_target_, ...}} as in `conf/model`.
+def parts_of(module: nn.Module, name: str) -> dict[str, nn.Module]:
+    return module.parts() if hasattr(module, "parts") else {name: module}
 
-    `pretrained=False` skips downloading or reading encoder weights, for when a checkpoint's
-    state dict is loaded next.
-    """
-    encoder = instantiate(model_config["encoder"], **({} if pretrained else {"pretrained": False}))
-    decoder = instantiate(model_config["decoder"], vocab_size=vocab_size, feature_dim=encoder.out_dim)
-    return CaptionModel(encoder, decoder)
+
+def check_model_spec(spec: Any, parts: tuple[str, ...], where: str = "model") -> dict:
+    """Refuse a spec with missing or extra parts, unregistered names, unknown arguments or non-plain values."""
+    if not isinstance(spec, dict):
+        raise SpecError(f"{where}: expected a mapping of parts {parts}, found {type(spec).__name__}")
+    extra = sorted(set(spec) - set(parts))
+    if extra:
+        raise SpecError(f"{where}.{extra[0]}: not a part of this model (it has {', '.join(parts)})")
+    for part in parts:
+        if part not in spec:
+            raise SpecError(f"{where}.{part}: missing")
+        PARTS[part].check(spec[part], f"{where}.{part}", SUPPLIED[part])
+    return spec
+
+
+def build_encoder(spec: dict, pretrained: bool, where: str = "model.encoder") -> ImageEncoder:
+    """`pretrained=False` builds the architecture only: a checkpoint's weights are loaded next."""
+    return ENCODERS.build(spec if pretrained else {**spec, "pretrained": False}, where)
+
+
+def build_caption_model(spec: dict, vocab_size: int, pretrained: bool = True, where: str = "model") -> CaptionModel:
+    """An image captioner ({encoder, decoder}) or a clip captioner ({encoder, temporal, decoder})."""
+    clips = isinstance(spec, dict) and "temporal" in spec
+    check_model_spec(spec, ("encoder", "temporal", "decoder") if clips else ("encoder", "decoder"), where)
+    encoder = build_encoder(spec["encoder"], pretrained, f"{where}.encoder")
+    if not clips:
+        decoder = DECODERS.build(spec["decoder"], f"{where}.decoder", **decoder_sizes(spec["decoder"], vocab_size,
+                                                                                       encoder.out_dim, encoder.grid_dim))
+        return CaptionModel(encoder, decoder)
+    temporal = TEMPORAL.build(spec["temporal"], f"{where}.temporal", input_dim=encoder.out_dim)
+    decoder = DECODERS.build(spec["decoder"], f"{where}.decoder", **decoder_sizes(spec["decoder"], vocab_size,
+                                                                                   temporal.out_dim, None))
+    return CaptionModel(TimeDistributed(encoder), ClipCaptionDecoder(temporal, decoder))
+
+
+def decoder_sizes(spec: dict, vocab_size: int, feature_dim: int, grid_dim: int | None) -> dict:
+    """The sizes a decoder gets from the model around it; `grid_dim` only for decoders that read grids."""
+    sizes = {"vocab_size": vocab_size, "feature_dim": feature_dim}
+    if getattr(DECODERS.get(spec["name"]), "uses_grid", False):
+        if grid_dim is None:
+            raise SpecError(f"decoder {spec['name']!r} reads a feature grid, which this encoder does not give")
+        sizes["grid_dim"] = grid_dim
+    return sizes
+
+
+def build_activity_model(spec: dict, num_classes: int, pretrained: bool = True, where: str = "model") -> ActivityModel:
+    """An LRCN activity classifier from {encoder, temporal, classifier}."""
+    check_model_spec(spec, ("encoder", "temporal", "classifier"), where)
+    encoder = TimeDistributed(build_encoder(spec["encoder"], pretrained, f"{where}.encoder"))
+    temporal = TEMPORAL.build(spec["temporal"], f"{where}.temporal", input_dim=encoder.out_dim)
+    classifier = HEADS.build(spec["classifier"], f"{where}.classifier", in_dim=temporal.out_dim, num_classes=num_classes)
+    return ActivityModel(encoder, ActivityHead(temporal, classifier))

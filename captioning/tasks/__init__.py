@@ -1,0 +1,91 @@
+"""The task registry and the entry points every script and test calls: `train`, `evaluate`, `caption`, `extract`.
+
+`cfg.task.name` (training) or a checkpoint's `task` (evaluation, captioning) is looked up in `TASKS`;
+nothing is chosen by if/elif on task names, and a checkpoint cannot name code to run.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from captioning import distributed
+from captioning.checkpoint import load_checkpoint
+from captioning.provenance import write_provenance
+from captioning.runtime import rank_seed, resolve_amp, seed_everything
+from captioning.tasks import activity, captioning  # noqa: F401  (register the tasks)
+from captioning.tasks.base import TASKS, Task, read_checkpoint, task_of
+from captioning.training.loop import fit
+from captioning.training.run_log import RunLog
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TASKS", "Task", "caption", "evaluate", "extract", "read_checkpoint", "train"]
+
+
+def direction(metric: str) -> str:
+    """Optuna's `direction` for a selection metric: the way the tasks that define it call better."""
+    modes = {TASKS.get(name).metrics.get(metric) for name in TASKS.names()} - {None}
+    return "minimize" if modes == {"min"} else "maximize"
+
+
+OmegaConf.register_new_resolver("direction", direction, replace=True)  # conf/hparams_search/optuna.yaml
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train the configured task from a composed config; returns the final validation metrics plus `select`.
+
+    Under torchrun every process runs this; they share each global batch (DistributedDataParallel)
+    and only rank 0 writes into the run folder.
+    """
+    task = task_of(cfg.task.name, "task.name")
+    device = distributed.setup(cfg.train.device)
+    seed_everything(rank_seed(cfg.seed, distributed.rank()))
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    run_log = RunLog(cfg.run_dir, cfg.train.log_every)
+    run_log.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if run_log.active:
+        write_provenance(cfg.run_dir, cfg.seed)  # git commit (+ diff), package versions, seed, command, host, time
+    resume = read_checkpoint(cfg.train.resume, expect_task=task.name)[0] if cfg.train.resume else None
+    init = read_checkpoint(cfg.train.init_from)[0] if cfg.train.get("init_from") else None
+    run = task.setup(cfg, device, amp_dtype, resume, init, run_log)
+    result = fit(cfg, run, device, amp_dtype, resume, run_log)
+    if distributed.is_main():
+        task.finish(cfg, run, result, device)
+    return result
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """conf/evaluate.yaml, checkpoint mode: the checkpoint's own task scores it on a split.
+    The report's `summary` is the printable table."""
+    _, task = read_checkpoint(cfg.checkpoint)
+    return task.evaluate(cfg)
+
+
+def caption(cfg: DictConfig) -> list[dict]:
+    """conf/caption.yaml: `images=` names images for an image captioner, clips for a video description checkpoint."""
+    _, task = read_checkpoint(cfg.checkpoint)
+    return task.caption(cfg)
+
+
+def extract(cfg: DictConfig) -> Path:
+    """`scripts/extract_features.py`: the configured splits through the configured (frozen) encoder into a store."""
+    from captioning.data.features import extract_features
+    from captioning.data.loading import load_splits
+    from captioning.models.captioner import build_encoder
+    from captioning.registry import plain
+    from captioning.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    splits = load_splits(cfg.data, verify=tuple(cfg.splits))
+    records = [record for split in cfg.splits for record in splits.get(split, [])]
+    encoder = build_encoder({**plain(cfg.model.encoder), "trainable": False}, pretrained=True)
+    return extract_features(encoder, records, cfg.output, device=device, batch_size=cfg.batch_size,
+                            num_workers=cfg.data.num_workers, dtype=cfg.dtype, store_grid=cfg.store_grid,
+                            amp_dtype=resolve_amp(cfg.amp, device))
+
+
+def checkpoint_task(path: str | Path) -> str:
+    """The registered task a checkpoint was trained for (a cheap peek: tensors stay on disk)."""
+    return load_checkpoint(path, mmap=True)["task"]

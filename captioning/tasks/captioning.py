@@ -1,0 +1,275 @@
+"""Captioning tasks: images (Show and Tell) and clips (LRCN video description), one class over an input strategy."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from captioning import distributed
+from captioning.checkpoint import CheckpointError
+from captioning.data.datasets import CaptionDataset
+from captioning.data.features import FeatureStore, cache_features, extract_features
+from captioning.data.inputs import ClipInputs, ImageInputs
+from captioning.data.loading import load_splits, make_loader
+from captioning.data.records import DataError, check_inputs, clean_captions
+from captioning.data.sampler import EpochSampler
+from captioning.data.sources import read_source
+from captioning.data.tensor_batches import TensorBatches
+from captioning.data.transforms import augments, build_transform
+from captioning.evaluation.report import format_table, score_captions, sha256_of, write_outputs
+from captioning.evaluation.results import write_results
+from captioning.inference.captioner import Captioner, check_caption_payload
+from captioning.inference.paths import caption_paths
+from captioning.models.captioner import build_caption_model
+from captioning.registry import plain
+from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
+from captioning.training.loop import TaskRun
+from captioning.training.run_log import RunLog
+from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
+from captioning.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def in_order(count: int) -> list[tuple[int, int]]:
+    return [(index, 0) for index in range(count)]
+
+
+def read_split(payload: dict, path: str | Path, split: str, data: dict | None, limit: int | None) -> tuple[dict, list]:
+    """The records of `split` from `data` (None: the data source saved in the checkpoint), the first `limit` if set."""
+    data = data if data is not None else payload.get("data")
+    if not data or "source" not in data:
+        raise DataError(f"{path}: stores no data source; choose one with data=...")
+    splits = read_source(data["source"], "data.source" if data is not payload.get("data") else f"{path}: data.source")
+    if not splits.get(split):
+        raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' split (it has {sorted(splits)})")
+    records = splits[split]
+    if limit is not None:
+        log.warning("evaluating only the first %d of the split, not the full split", limit)
+        records = records[:limit]
+    return data, records
+
+
+class CaptionTask(Task):
+    metrics = CAPTION_METRICS
+    label_part = "decoder"
+    model_parts: tuple[str, ...] = ("encoder", "decoder")
+
+    def inputs(self, data_cfg: DictConfig, trainable: bool) -> ImageInputs | ClipInputs:
+        raise NotImplementedError
+
+    def check_payload(self, payload: dict, path: str | Path) -> None:
+        check_caption_payload(payload)
+
+    # ------------------------------------------------------------------ training
+
+    def setup(self, cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
+              init: dict | None, run_log: RunLog) -> TaskRun:
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 reads (and maybe generates) the data first
+        splits = load_splits(cfg.data, captions=True)
+        if distributed.is_main():
+            distributed.barrier()
+        self.has_test = bool(splits.get("test"))
+        start = resume or init
+        shared = shared_parts(self.model_parts, start)
+        if self.label_part in shared:  # the decoder comes from the checkpoint: so do the words it was trained on
+            vocab, origin = Vocabulary(start["vocab"]), f"from the start checkpoint ({start['task']})"
+        else:
+            vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
+            origin = f"min_count={cfg.vocab.min_count}, train split only"
+        run_log.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+        log.info("vocabulary: %d words (%s)", len(vocab), origin)
+
+        spec = plain(cfg.model)
+        model = build_caption_model(spec, len(vocab), pretrained="encoder" not in shared).to(device)
+        distributed.broadcast_module(model)
+        if resume is None and init is not None:
+            warm_start(model, init, cfg.train.init_from)
+        inputs = self.inputs(cfg.data, model.encoder.trainable)
+        tables, cached = self.model_inputs(splits, model, inputs, cfg, device, amp_dtype)
+
+        def lookup(table):
+            if not cached:
+                return table
+            return table["pooled"].__getitem__ if "pooled" in table else lambda i: (table["frames"][i], table["mask"][i])
+
+        max_words, world, batch_size = cfg.vocab.max_words, distributed.world_size(), cfg.train.batch_size
+        train_set = CaptionDataset(splits["train"], vocab, max_words, lookup(tables["train"]))
+        val_set = CaptionDataset(splits["val"], vocab, max_words, lookup(tables["val"]))
+        sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True,
+                               seed=cfg.seed, batch_size=batch_size, rank=distributed.rank(), world_size=world,
+                               lengths=train_set.caption_lengths(), bucket=cfg.train.bucket_pool)
+        per_rank = batch_size // world  # train.batch_size is the global batch
+
+        def loader(dataset, order):
+            return make_loader(dataset, order, per_rank, cfg.data, device, collate_fn=inputs.collate)
+
+        if cached and "pooled" in tables["train"]:  # batches indexed out of tensors on the device
+            train_loader = TensorBatches(tables["train"]["pooled"], train_set.tokens, sampler, per_rank, device)
+        else:
+            train_loader = loader(train_set, sampler)
+        val_pairs = list(EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False))
+        val_loss_loader = loader(val_set, distributed.shard(val_pairs))
+        val_caption_loader = loader(val_set, distributed.shard(in_order(len(val_set))))
+        references = [r.captions for r in splits["val"]]
+
+        def validate_captions() -> tuple[dict, list[str]]:
+            metrics, captions = validate(model, val_loss_loader, val_caption_loader, references, vocab, device,
+                                         cached=cached, max_tokens=max_words + 1, amp_dtype=amp_dtype)
+            return metrics, [f"`{' '.join(captions[i])}` (ref: {references[i][0]})" for i in sorted(captions)[:5]]
+
+        extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),
+                  "preprocess": model.encoder.preprocess, "max_words": max_words,
+                  "data": {"name": cfg.data.name, "source": plain(cfg.data.source)}, **inputs.checkpoint_extras}
+        pretrained = slow_parts(model, self.label_part, init)
+        return TaskRun(model, lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached), sampler,
+                       train_loader, validate_captions, self.metrics, extras,
+                       lambda m: f"val loss {m['loss']:.3f} | BLEU-1 {m['BLEU-1']:.1f} BLEU-4 {m['BLEU-4']:.1f} "
+                                 f"CIDEr {m['CIDEr']:.1f}", pretrained)
+
+    def model_inputs(self, splits: dict, model, inputs, cfg: DictConfig, device: torch.device,
+                     amp_dtype: torch.dtype | None) -> tuple[dict, bool]:
+        """Per train/val split, the input tables; True when they hold features rather than images or clips.
+
+        - a frozen encoder without augmentation: every input is encoded once now, not once per epoch;
+        - otherwise (fine-tuning or augmenting): inputs are read every epoch.
+        """
+        encoder, data_cfg = model.encoder, cfg.data
+        transform = build_transform(encoder.preprocess)
+        if not encoder.trainable and not augments(data_cfg.get("augment")):
+            return {split: cache_features(encoder, inputs.loader(splits[split], transform), len(splits[split]),
+                                          stack=inputs.stack, batch_size=cfg.train.batch_size, device=device,
+                                          num_workers=data_cfg.num_workers, amp_dtype=amp_dtype,
+                                          desc=f"encoding {split} {inputs.kind}s")
+                    for split in ("train", "val")}, True
+        train_transform = build_transform(encoder.preprocess, data_cfg.get("augment"))
+        return {"train": inputs.loader(splits["train"], train_transform), "val": inputs.loader(splits["val"], transform)}, False
+
+    def finish(self, cfg: DictConfig, run: TaskRun, result: dict, device: torch.device) -> None:
+        run_dir = Path(cfg.run_dir)
+        if cfg.train.show_examples and self.has_test:
+            self.show_examples(run.model, cfg, run.extras, device)
+        if cfg.train.evaluate_test:
+            report = self.evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test", data=None,
+                                              decode=plain(cfg.decode), output_dir=run_dir / "test", device=str(device))
+            print(report["summary"])
+            result["test"] = report["metrics"]
+            (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+
+    def show_examples(self, model, cfg: DictConfig, extras: dict, device: torch.device) -> None:
+        """Greedy captions for a few held-out test inputs, printed as `path<TAB>caption`."""
+        splits = read_source(extras["data"]["source"])
+        records = clean_captions(splits.get("test", []), "test captions", "skip")[: cfg.train.show_examples]
+        if not records:
+            return
+        vocab, inputs = Vocabulary(extras["vocab"]), self.inputs(cfg.data, True)
+        dataset = CaptionDataset(records, vocab, extras["max_words"],
+                                 inputs.loader(records, build_transform(extras["preprocess"])))
+        loader = DataLoader(dataset, batch_size=len(records), sampler=in_order(len(records)), collate_fn=inputs.collate)
+        captions = greedy_captions(model, loader, vocab, device, cached=False, max_tokens=extras["max_words"] + 1,
+                                   desc="test examples")
+        print(f"captions of held-out test {inputs.kind}s (greedy):")
+        for index, record in enumerate(records):
+            print(f"{record.image_path}\t{' '.join(captions[index])}")
+
+    # ------------------------------------------------------------------ using a checkpoint
+
+    def evaluate(self, cfg: DictConfig) -> dict:
+        return self.evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data=plain(cfg.data) if cfg.data else None,
+                                        decode=plain(cfg.decode), output_dir=cfg.output_dir, device=cfg.device,
+                                        batch_size=cfg.batch_size, max_items=cfg.max_images,
+                                        java=None if cfg.java == "none" else cfg.java, spice=cfg.spice)
+
+    def evaluate_checkpoint(self, checkpoint: str | Path, *, split: str, data: dict | None, decode: dict,
+                            output_dir: str | Path, device: str = "auto", batch_size: int = 64,
+                            max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto") -> dict:
+        """Caption every input of `split` (beam search per `decode`) and score it with the COCO caption metrics.
+
+        Writes `results.json` (COCO results format), `metrics.json` and `per_image.csv` into `output_dir`.
+        """
+        payload, _ = read_checkpoint(checkpoint, expect_task=self.name)
+        captioner = Captioner.from_checkpoint(checkpoint, device)
+        data, records = read_split(payload, checkpoint, split, data, max_items)
+        records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
+        kind = captioner.inputs.kind
+        records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")
+        # Only the best caption is scored; an unset max_words means the training cap, recorded as such.
+        decode = {**decode, "n_best": 1, "max_words": captioner.max_words if decode["max_words"] is None
+                  else decode["max_words"]}
+        start = time.perf_counter()
+        captions = captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode)
+        hypotheses = {record.image_id: caption.caption for record, caption in zip(records, captions)}
+        decode_seconds = time.perf_counter() - start
+        references = {record.image_id: record.captions for record in records}
+
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_results(hypotheses, output_dir / "results.json")
+        start = time.perf_counter()
+        scores_report, scores = score_captions(references, hypotheses, java=java, spice=spice)
+        report = {"mode": "checkpoint", "task": self.name,
+                  "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha256_of(checkpoint),
+                                 "epoch": payload.get("epoch"), "step": payload.get("step")},
+                  "data": {"name": data.get("name"), "split": split, "images": len(records),
+                           "references": sum(len(c) for c in references.values()), "full_split": max_items is None,
+                           "source": data["source"]},
+                  "decode": decode, "device": str(captioner.device), **scores_report,
+                  "seconds": {"decode": round(decode_seconds, 1), "score": round(time.perf_counter() - start, 1)}}
+        write_outputs(report, scores, references, hypotheses, output_dir)
+        report["summary"] = format_table(report).replace(" images,", f" {kind}s,", 1)
+        return report
+
+    def caption(self, cfg: DictConfig) -> list[dict]:
+        """`conf/caption.yaml`: `images=` names images for an image captioner, clips for a clip captioner."""
+        captioner = Captioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
+        decode = plain(cfg.decode)
+        spec = plain(cfg.images) if not isinstance(cfg.images, str) else cfg.images
+        return caption_paths(captioner.inputs.find(spec), captioner.read,
+                             lambda batch: captioner.caption_inputs(batch, **decode),
+                             batch_size=cfg.batch_size, output=cfg.output, kind=captioner.inputs.kind)
+
+
+@TASKS.register("image_caption")
+class ImageCaptionTask(CaptionTask):
+    """Show and Tell: a CNN encodes the image, its pooled vector (or grid) starts the caption decoder."""
+    name = "image_caption"
+
+    def inputs(self, data_cfg: DictConfig, trainable: bool) -> ImageInputs:
+        return ImageInputs()
+
+    def model_inputs(self, splits: dict, model, inputs, cfg: DictConfig, device: torch.device,
+                     amp_dtype: torch.dtype | None) -> tuple[dict, bool]:
+        """`data.features=PATH` with a frozen encoder: the feature store (made by scripts/extract_features.py, or
+        here first, by rank 0, when `data.extract_features=true`); it must come from this very encoder."""
+        encoder, data_cfg = model.encoder, cfg.data
+        if not data_cfg.get("features") or encoder.trainable:
+            if data_cfg.get("features"):
+                log.warning("model.encoder.trainable=true: features change while fine-tuning, so images are read and "
+                            "data.features=%s is not used", data_cfg.features)
+            return super().model_inputs(splits, model, inputs, cfg, device, amp_dtype)
+        if data_cfg.get("extract_features") and distributed.is_main():
+            records = [record for split in splits.values() for record in split]
+            extract_features(encoder, records, data_cfg.features, device=device, batch_size=cfg.train.batch_size,
+                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype)
+        distributed.barrier()  # the other ranks wait for rank 0's store
+        store = FeatureStore(data_cfg.features)
+        store.check_encoder(encoder)
+        if augments(data_cfg.augment):
+            log.warning("data.augment is ignored: cached features were computed from unaugmented images")
+        return {split: {"pooled": store.table(splits[split])} for split in ("train", "val")}, True
+
+
+@TASKS.register("video_caption")
+class VideoCaptionTask(CaptionTask):
+    """LRCN video description: a frame CNN and a clip LSTM, whose summary starts the caption decoder."""
+    name = "video_caption"
+    model_parts = ("encoder", "temporal", "decoder")
+
+    def inputs(self, data_cfg: DictConfig, trainable: bool) -> ClipInputs:
+        return ClipInputs(data_cfg.frames, keep_in_memory=bool(data_cfg.get("keep_in_memory")) and trainable)

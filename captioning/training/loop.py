@@ -1,0 +1,200 @@
+"""The one training loop: `train_one_epoch` and `fit`, for every task.
+
+A task hands `fit` a `TaskRun`: its model, its loss, its batches, its validation and what its
+checkpoints must carry. Everything else is here once: optimizer and scheduler, mixed precision,
+DistributedDataParallel, exact resume, best/last checkpoints, logs and metrics.json.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from captioning import distributed
+from captioning.checkpoint import CheckpointError, load_state
+from captioning.data.sampler import EpochSampler
+from captioning.runtime import autocast, rng_state, set_rng_state, to_device
+from captioning.training.run_log import RunLog
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[dict], tuple[torch.Tensor, int]]  # a batch on the device -> (summed loss, number of terms)
+
+
+@dataclass
+class TaskRun:
+    """What a task gives the loop."""
+    model: torch.nn.Module                                  # forward(batch input, batch target, cached) -> (summed loss, terms)
+    loss: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]  # (model or its DDP wrapper, batch) -> loss
+    sampler: EpochSampler                                   # training order, resumable mid-epoch, DDP-sharded
+    train_loader: Iterable[dict]                            # batches in `sampler` order
+    validate: Callable[[], tuple[dict, list[str]]]          # -> metrics, a few examples as text
+    metrics: dict[str, str]                                 # scalar validation metrics -> "max" | "min" (better)
+    extras: dict                                            # checkpoint keys that rebuild the model (task, model_spec, ...)
+    summary: Callable[[dict], str]                          # one log line for a validation result
+    pretrained: list[torch.nn.Module]                       # trained at `train.encoder_lr`
+
+
+def train_one_epoch(model: torch.nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer,
+                    device: torch.device, loss_fn: LossFn, *, step: int, max_steps: int | None,
+                    amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                    grad_clip: float | None = None, scheduler=None, on_step: Callable[[int, float], None] | None = None,
+                    desc: str = "train") -> tuple[int, bool]:
+    """Train until the loader is exhausted or `max_steps` is reached; `loss_fn` makes one batch's summed loss.
+
+    Returns (step, stopped_early); stopped_early is True when batches of this epoch were left over.
+    A per-step `scheduler` steps only when the optimizer did (fp16 skips steps whose gradients overflow).
+    """
+    model.train()
+    progress = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    for batch in progress:
+        if max_steps is not None and step >= max_steps:
+            return step, True
+        with autocast(device, amp_dtype):
+            total, count = loss_fn(to_device(batch, device))
+        # Mean over the GLOBAL batch's terms: DDP averages gradients over ranks, so scale by the world size.
+        # In one process this is the plain mean; across ranks it equals the one-process loss exactly.
+        all_total, all_count = distributed.sum_all(total.item(), count, device=device)
+        loss = total * distributed.world_size() / all_count
+        if not math.isfinite(all_total):
+            raise FloatingPointError(f"loss became {all_total} at step {step}; lower optim.lr or set train.grad_clip")
+        reported = all_total / all_count
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+        stepped = True
+        if scaler is not None:
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            stepped = scaler.get_scale() >= scale  # the scale only drops when the step was skipped
+        else:
+            optimizer.step()
+        if scheduler is not None and stepped:
+            scheduler.step()
+        step += 1
+        progress.set_postfix(loss=f"{reported:.3f}", step=step)
+        if on_step is not None:
+            on_step(step, reported)
+    return step, False
+
+
+def optimizer_groups(model: torch.nn.Module, pretrained: list[torch.nn.Module], pretrained_lr: float) -> list[dict]:
+    """The `pretrained` modules at `pretrained_lr`; every other trainable parameter at the optimizer's own lr."""
+    slow = [p for module in pretrained for p in module.parameters() if p.requires_grad]
+    slow_ids = {id(p) for p in slow}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in slow_ids and p.requires_grad]}]
+    return groups + ([{"params": slow, "lr": pretrained_lr}] if slow else [])
+
+
+def restore(resume: dict, path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+            scaler: torch.amp.GradScaler | None) -> tuple[int, int, int, dict | None]:
+    """Put a run back where `resume` (read from `path`) left it -> epoch, batch_in_epoch, step, best.
+
+    Each rank gets back its own RNG state; a checkpoint from another number of ranks is refused.
+    """
+    missing = [key for key in ("optimizer", "rng", "epoch", "batch_in_epoch", "step") if key not in resume]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it, it has no {missing} (a weights-only file? "
+                              "use train.init_from to start a new run from its weights)")
+    states = resume["rng"]
+    if not isinstance(states, list) or len(states) != distributed.world_size():
+        count = len(states) if isinstance(states, list) else 1
+        raise CheckpointError(f"{path}: saved by {count} process(es); resume it with the same number "
+                              f"(this run has {distributed.world_size()})")
+    load_state(model, resume["model"], path)
+    try:
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None and resume.get("scheduler"):
+            scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this run ({error})") from error
+    set_rng_state(states[distributed.rank()])
+    log.info("resumed from %s at epoch %d, step %d", path, resume["epoch"], resume["step"])
+    return resume["epoch"], resume["batch_in_epoch"], resume["step"], resume.get("best")
+
+
+def fit(cfg: DictConfig, run: TaskRun, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
+        run_log: RunLog) -> dict:
+    """Train `run.model` for `train.epochs` (or `train.max_steps`), validating after each epoch; -> final metrics."""
+    model, train_cfg = run.model, cfg.train
+    select = train_cfg.select_metric
+    if select not in run.metrics:
+        raise ValueError(f"train.select_metric={select!r} is not a validation metric of task {cfg.task.name!r}; "
+                         f"choose from {', '.join(run.metrics)}")
+    maximise = run.metrics[select] == "max"
+    parallel = model
+    if distributed.world_size() > 1:  # gradients averaged across processes; frozen parameters are left out
+        parallel = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    encoder_lr = train_cfg.encoder_lr if train_cfg.encoder_lr is not None else cfg.optim.lr
+    optimizer = instantiate(cfg.optim)(optimizer_groups(model, run.pretrained, encoder_lr))
+    scheduler = instantiate(cfg.scheduler.build)(optimizer) if cfg.scheduler.build else None
+    per_step_schedule = scheduler is not None and cfg.scheduler.interval == "step"
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    epoch, batch_in_epoch, step = 0, 0, 0
+    best = {"value": None, "epoch": None, "step": None}
+    if resume is not None:
+        epoch, batch_in_epoch, step, saved_best = restore(resume, train_cfg.resume, model, optimizer, scheduler, scaler)
+        best = saved_best or best
+    steps_at_epoch_start = step - batch_in_epoch
+
+    def payload(metrics: dict | None) -> dict:  # called on every rank: the RNG states are gathered from all of them
+        return {**run.extras, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "scaler": scaler.state_dict() if scaler else None, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "step": step, "rng": distributed.gather_list(rng_state()), "metrics": metrics, "best": best,
+                "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)}
+
+    def on_step(done: int, loss: float) -> None:
+        nonlocal step, batch_in_epoch
+        step, batch_in_epoch = done, done - steps_at_epoch_start
+        run_log.step(step, epoch, loss, optimizer.param_groups[0]["lr"])
+        if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0:
+            run_log.checkpoint(payload(None), "last.pt")
+
+    metrics, max_steps = None, train_cfg.max_steps
+    while epoch < train_cfg.epochs and (max_steps is None or step < max_steps):
+        run.sampler.set_epoch(epoch, skip=batch_in_epoch * train_cfg.batch_size)
+        steps_at_epoch_start = step - batch_in_epoch
+        step, stopped = train_one_epoch(parallel, run.train_loader, optimizer, device,
+                                        lambda batch: run.loss(parallel, batch), step=step, max_steps=max_steps,
+                                        amp_dtype=amp_dtype, scaler=scaler, grad_clip=train_cfg.grad_clip,
+                                        scheduler=scheduler if per_step_schedule else None, on_step=on_step,
+                                        desc=f"epoch {epoch + 1}/{train_cfg.epochs}")
+        if stopped:  # a run stopped mid-epoch keeps (epoch, batch_in_epoch) so a resume continues it
+            batch_in_epoch = step - steps_at_epoch_start
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+            if scheduler is not None and not per_step_schedule:
+                scheduler.step()
+        metrics, examples = run.validate()
+        metrics.update(epoch=epoch, step=step)
+        log.info("epoch %d step %d | %s", epoch, step, run.summary(metrics))
+        run_log.validation(metrics, examples, step, names=tuple(run.metrics))
+        value = metrics[select]
+        if best["value"] is None or (value > best["value"] if maximise else value < best["value"]):
+            best = {"value": value, "epoch": epoch, "step": step}
+            run_log.checkpoint(payload(metrics), "best.pt")
+        run_log.checkpoint(payload(metrics), "last.pt")
+
+    if metrics is None:
+        raise RuntimeError(f"nothing to train: epoch {epoch} >= train.epochs={train_cfg.epochs} "
+                           f"or step {step} >= train.max_steps={max_steps}")
+    result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
+    run_log.finish(result)
+    return result
