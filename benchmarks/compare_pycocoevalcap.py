@@ -21,7 +21,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.coco_metrics import find_java, java_on_path  # noqa: E402
+from captioning.evaluation.coco import find_java, java_on_path  # noqa: E402
 
 
 def official_scores(results: str, annotations: str) -> dict[str, float]:

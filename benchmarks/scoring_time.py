@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.scoring import score_results_file  # noqa: E402
+from captioning.evaluation.report import score_results_file  # noqa: E402
 
 SUBJECTS = ["man", "woman", "dog", "cat", "child", "boy", "girl", "group of people", "player", "horse", "bird",
             "surfer", "skier", "biker", "couple", "train", "bus", "truck", "plate of food", "giraffe", "elephant"]

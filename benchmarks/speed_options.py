@@ -8,7 +8,8 @@
 3. channels-last memory format for EfficientNet-Lite0 (frozen, and fine-tuned) against contiguous tensors.
 
 Decoder 512/512, 10,000-word vocabulary, batch 64, fused Adam, gradient clipping, timed through
-`captioning.engine.train_one_epoch` (the real training step). Every row prints the device name.
+`captioning.training.loop.train_one_epoch` (the real training step) with the decoder's own `loss`.
+Every row prints the device name.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.benchmark import device_name, synchronize  # noqa: E402
-from captioning.data.dataset import EpochSampler  # noqa: E402
-from captioning.engine import summed_loss, train_one_epoch  # noqa: E402
-from captioning.models.decoder import LSTMDecoder  # noqa: E402
+from benchmarks.devices import device_name, synchronize  # noqa: E402
+from captioning.data.sampler import EpochSampler  # noqa: E402
+from captioning.models.decoders.lstm import LSTMDecoder  # noqa: E402
 from captioning.models.encoders import efficientnet_lite0_imagenet  # noqa: E402
+from captioning.models.memory import Features  # noqa: E402
+from captioning.training.loop import train_one_epoch  # noqa: E402
 
 VOCAB, HIDDEN, FEATURES, BATCH = 10_000, 512, 1280, 64
 
@@ -70,12 +72,12 @@ def decoder_rate(batches: list[torch.Tensor], device: torch.device, compile_loss
     torch.manual_seed(0)
     decoder = LSTMDecoder(VOCAB, FEATURES, HIDDEN, HIDDEN).to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4, fused=True)  # as conf/optim/adam.yaml
-    features = torch.randn(BATCH, FEATURES, device=device)
+    memory = Features(torch.randn(BATCH, FEATURES, device=device))
     loader = [{"tokens": tokens.to(device)} for tokens in batches]
-    loss = torch.compile(summed_loss, dynamic=True) if compile_loss else summed_loss
+    loss = torch.compile(decoder.loss, dynamic=True) if compile_loss else decoder.loss  # (memory, tokens) -> sum, count
 
     def epoch() -> None:
-        train_one_epoch(decoder, loader, optimizer, device, lambda batch: loss(decoder, features, batch["tokens"]),
+        train_one_epoch(decoder, loader, optimizer, device, lambda batch: loss(memory, batch["tokens"]),
                         step=0, max_steps=None, grad_clip=5.0)
 
     return per_second(epoch, BATCH * len(batches), 1, device)  # the warm-up pass compiles every width

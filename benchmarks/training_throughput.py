@@ -4,49 +4,25 @@ Each figure is measured after warm-up steps, with CUDA synchronised, and reporte
 """
 from __future__ import annotations
 
-import platform
-import resource
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from captioning.data.dataset import CaptionDataset, EpochSampler, ImageLoader, build_transform, collate
+from benchmarks.devices import device_name, peak_memory_mib, reset_peak, synchronize
+from captioning.data.datasets import CaptionDataset, ImageLoader, collate
 from captioning.data.records import CaptionRecord
+from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
-from captioning.engine import caption_batch_loss, train_one_epoch
-from captioning.models.captioner import CaptionModel
-from captioning.models.decoder import LSTMDecoder
+from captioning.data.transforms import build_transform
+from captioning.models.captioner import CaptionModel, build_caption_model, build_encoder
+from captioning.registry import plain
+from captioning.runtime import resolve_amp, resolve_device
+from captioning.training.loop import train_one_epoch
 from captioning.vocab import SPECIALS, Vocabulary
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"{model} ({torch.get_num_threads()} threads)"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset. CPU: the process's peak resident set so far."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fake_vocab(size: int) -> Vocabulary:
@@ -69,7 +45,7 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: tor
     cached = features is not None
     sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0, batch_size=batch_size,
                            lengths=dataset.caption_lengths(), bucket=bucket_pool)
-    if cached:  # as train() does: batches indexed out of tensors on the device
+    if cached:  # as the caption task trains: batches indexed out of tensors on the device
         loader = TensorBatches(features, dataset.tokens, sampler, batch_size, device)
     else:
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
@@ -78,7 +54,10 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: tor
     optimizer = torch.optim.Adam(params, lr=1e-4, fused=True)  # as conf/optim/adam.yaml
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     common = dict(amp_dtype=amp_dtype, scaler=scaler, grad_clip=5.0)
-    loss_fn = caption_batch_loss(model, cached)
+
+    def loss_fn(batch: dict) -> tuple[torch.Tensor, int]:  # the caption task's loss: the model's forward
+        return model(batch["input"], batch["tokens"], cached)
+
     train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=warmup, **common)
     reset_peak(device)
     synchronize(device)
@@ -88,7 +67,7 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: tor
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"captions_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps,
-            "batch_size": batch_size, "peak_memory_mb": peak_memory_mb(device)}
+            "batch_size": batch_size, "peak_memory_mb": peak_memory_mib(device)}
 
 
 @torch.no_grad()
@@ -116,13 +95,14 @@ def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable[tor
     synchronize(device)
     seconds = time.perf_counter() - start
     return {"images_per_s": images / seconds, "seconds": seconds, "images": images, "batch_size": batch_size,
-            "peak_memory_mb": peak_memory_mb(device)}
+            "peak_memory_mb": peak_memory_mib(device)}
 
 
-def make_model(encoder_cfg: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device) -> CaptionModel:
-    encoder = instantiate(encoder_cfg, trainable=trainable)
-    decoder = LSTMDecoder(vocab_size, encoder.out_dim, embed_size=hidden, hidden_size=hidden)
-    return CaptionModel(encoder, decoder).to(device)
+def make_model(encoder_spec: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device) -> CaptionModel:
+    """The registered encoder `encoder_spec` ({name, ...}) and the Show and Tell LSTM decoder of size `hidden`."""
+    spec = {"encoder": {**encoder_spec, "trainable": trainable},
+            "decoder": {"name": "lstm", "embed_size": hidden, "hidden_size": hidden}}
+    return build_caption_model(spec, vocab_size, where="benchmark").to(device)
 
 
 def image_paths(image_dir: str | Path | None, count: int, tmp: Path) -> list[Path]:
@@ -149,9 +129,9 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
     paths = image_paths(cfg.image_dir, cfg.images, tmp)
     records = fake_records(paths, vocab)
     name = device_name(device)
-    encoders = [dict(cfg.encoder)] + [dict(extra) for extra in cfg.get("also_frozen") or []]
-    for position, encoder_cfg in enumerate(encoders):
-        model = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=False, device=device)
+    encoders = [plain(cfg.encoder)] + [plain(extra) for extra in cfg.get("also_frozen") or []]
+    for position, encoder_spec in enumerate(encoders):
+        model = make_model(encoder_spec, len(vocab), cfg.hidden_size, trainable=False, device=device)
         encoder = model.encoder.name
         features = torch.randn(len(records), model.encoder.out_dim)  # the decoder sees this encoder's feature size
         cached_set = CaptionDataset(records, vocab, 20, features.__getitem__)
@@ -169,7 +149,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
                      "group": position, "device": name, **result})
         del model
         if position == 0:
-            tuned = make_model(encoder_cfg, len(vocab), cfg.hidden_size, trainable=True, device=device)
+            tuned = make_model(encoder_spec, len(vocab), cfg.hidden_size, trainable=True, device=device)
             result = time_training(tuned, image_set, features=None, batch_size=cfg.image_batch_size,
                                    steps=cfg.image_steps, warmup=1, device=device, amp_dtype=amp_dtype,
                                    num_workers=cfg.num_workers, bucket_pool=cfg.bucket_pool)
@@ -178,7 +158,8 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
             del tuned
 
     for extract_cfg in cfg.extraction:
-        encoder = instantiate(dict(extract_cfg.encoder), trainable=False)
+        encoder = build_encoder({**plain(extract_cfg.encoder), "trainable": False}, pretrained=True,
+                                where="extraction.encoder")
         transform = build_transform(encoder.preprocess)
         size = encoder.preprocess["input_size"]
         if extract_cfg.source == "memory":  # model-side throughput: one random batch already on the device
@@ -216,8 +197,6 @@ def run(cfg) -> list[dict]:
     """Run the configured set, print the table (device name on every row), optionally write JSON."""
     import json
     import tempfile
-
-    from captioning.train import resolve_amp, resolve_device
 
     device = resolve_device(cfg.device)
     amp_dtype = resolve_amp(cfg.amp, device)

@@ -12,12 +12,14 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captioning.cli import reports_errors  # noqa: E402
 from captioning.evaluation.report import format_table, score_results_file  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@reports_errors
 def main(cfg: DictConfig) -> None:
     java = None if cfg.java == "none" else cfg.java
     if cfg.results or cfg.annotations:

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `captioning` importable without `pip install -e .`
 from captioning import distributed  # noqa: E402
+from captioning.cli import reports_errors  # noqa: E402
 from captioning.plugins import require_plugins  # noqa: E402
 from captioning.tasks import train  # noqa: E402
 
@@ -15,6 +16,7 @@ log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@reports_errors
 def main(cfg: DictConfig) -> float:
     metrics = train(cfg)  # the registered task cfg.task.name (conf/task/)
     distributed.cleanup()  # leave a torchrun process group cleanly (no-op in one process)

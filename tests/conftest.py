@@ -41,7 +41,7 @@ def tiny_overrides(synthetic_root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synthetic_root) -> Path:
     """A run folder from a tiny 2-epoch training (mechanics, not quality)."""
-    from captioning.train import train
+    from captioning.tasks import train
 
     run_dir = tmp_path_factory.mktemp("tiny-run")
     train(compose_train(tiny_overrides(synthetic_root), run_dir))
@@ -51,7 +51,7 @@ def tiny_run(tmp_path_factory, synthetic_root) -> Path:
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory, synthetic_root) -> Path:
     """The default built-in experiment, shortened to 4 epochs: a captioner that really works."""
-    from captioning.train import train
+    from captioning.tasks import train
 
     run_dir = tmp_path_factory.mktemp("learned-run")
     train(compose_train([f"data.source.root={synthetic_root}", "train.epochs=4"], run_dir))

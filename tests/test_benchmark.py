@@ -2,13 +2,12 @@
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from captioning.benchmark import run
-
+from benchmarks.training_throughput import run
 from tests.conftest import CONF
 
 
 def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
-    tiny_cnn = {"_target_": "captioning.models.encoders.tiny_cnn", "width": 4, "out_dim": 16}
+    tiny_cnn = {"name": "tiny_cnn", "width": 4, "out_dim": 16}
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("benchmark", overrides=[
             "images=8", "warmup=1", "cached_batch_sizes=[4]", "cached_steps=2", "image_batch_size=4", "image_steps=1",

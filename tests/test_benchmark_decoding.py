@@ -6,10 +6,10 @@ import json
 import torch
 from hydra import compose, initialize_config_dir
 
+from benchmarks.decoding_throughput import benchmark, tutorial_beam_search
 from captioning.decoding import greedy_search
-from captioning.decoding_benchmark import benchmark, tutorial_beam_search
-from captioning.models.decoder import LSTMDecoder
-
+from captioning.models.decoders.lstm import LSTMDecoder
+from captioning.models.memory import Features
 from tests.conftest import CONF
 
 
@@ -19,9 +19,9 @@ def test_tutorial_loop_with_one_beam_is_greedy():
     torch.manual_seed(0)
     decoder = LSTMDecoder(vocab_size=20, feature_dim=8, embed_size=8, hidden_size=16).eval()
     features = torch.randn(8, 8) * 3
-    tokens, scores = greedy_search(decoder.step, decoder.init_state(features), 1, 2, 10)
+    tokens, scores = greedy_search(decoder, Features(features), start=1, end=2, max_tokens=10)
     for row in range(8):
-        words, score = tutorial_beam_search(decoder, features[row:row + 1], 1, 2, beam_size=1, max_length=10)
+        words, score = tutorial_beam_search(decoder, Features(features[row:row + 1]), 1, 2, beam_size=1, max_tokens=10)
         assert words == tokens[row, :len(words)].tolist() and abs(score - float(scores[row])) < 1e-5
 
 

@@ -1,4 +1,4 @@
-"""Captioning from a checkpoint: scripts/caption.py, the `Captioner` API, and batch invariance."""
+"""Captioning images from a checkpoint: scripts/caption.py, the `Captioner` API, and batch invariance."""
 from __future__ import annotations
 
 import io
@@ -16,11 +16,12 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from captioning.caption import caption_images, find_images
-from captioning.data.synthetic import VERSION
+from captioning.data.inputs import ImageInputs
+from captioning.data.sources.synthetic import IMAGES_VERSION
 from captioning.decoding import greedy_search
-from captioning.inference import Caption, Captioner
-from captioning.metrics import bleu
+from captioning.evaluation.metrics import bleu
+from captioning.inference.captioner import Caption, Captioner
+from captioning.tasks import caption
 from captioning.vocab import tokenize
 
 from tests.conftest import CONF, FLICKR, ROOT
@@ -35,7 +36,7 @@ def compose_caption(overrides: list[str]):
 
 def builtin_test_split(synthetic_root: Path) -> tuple[list[Path], dict[str, list[str]]]:
     """Test images of the learned run's data set, and their reference captions by file name."""
-    folder = synthetic_root / f"shapes-v{VERSION}-64px-3000-200-200-seed0"
+    folder = synthetic_root / f"shapes-v{IMAGES_VERSION}-64px-3000-200-200-seed0"
     dataset = json.loads((folder / "captions_test.json").read_text())
     names = {image["id"]: image["file_name"] for image in dataset["images"]}
     references = {name: [] for name in names.values()}
@@ -53,10 +54,10 @@ def test_find_images_takes_files_folders_globs_and_lists(tmp_path):
     for name in ("b.png", "a.jpg", ".hidden.png", "sub/c.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert find_images(str(tmp_path)) == [tmp_path / "a.jpg", tmp_path / "b.png"]
-    assert find_images(str(tmp_path / "**" / "*.png")) == [tmp_path / "b.png", tmp_path / "sub" / "c.png"]
-    assert find_images([str(tmp_path / "b.png"), str(tmp_path / "sub")]) == [tmp_path / "b.png", tmp_path / "sub" / "c.png"]
-    assert find_images(str(tmp_path / "gone.png")) == [tmp_path / "gone.png"]  # reported when it fails to open
+    assert ImageInputs.find(str(tmp_path)) == [tmp_path / "a.jpg", tmp_path / "b.png"]
+    assert ImageInputs.find(str(tmp_path / "**" / "*.png")) == [tmp_path / "b.png", tmp_path / "sub" / "c.png"]
+    assert ImageInputs.find([str(tmp_path / "b.png"), str(tmp_path / "sub")]) == [tmp_path / "b.png", tmp_path / "sub" / "c.png"]
+    assert ImageInputs.find(str(tmp_path / "gone.png")) == [tmp_path / "gone.png"]  # reported when it fails to open
 
 
 def test_caption_script_on_builtin_images(learned_run, synthetic_root, tmp_path, capsys):
@@ -70,7 +71,7 @@ def test_caption_script_on_builtin_images(learned_run, synthetic_root, tmp_path,
     checkpoint = learned_run / "checkpoints" / "best.pt"
     cfg = compose_caption([f"checkpoint={checkpoint}", f"images={folder}", "device=cpu", "decode.beam_size=3",
                            "decode.n_best=3", f"output={output}"])
-    results = caption_images(cfg)
+    results = caption(cfg)
 
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [Path(path).name for path, _ in lines] == [path.name for path in paths[:100]]
@@ -80,9 +81,9 @@ def test_caption_script_on_builtin_images(learned_run, synthetic_root, tmp_path,
     # Correct means: as good as greedy decoding of the same model, and about *this* image (each caption
     # scores far lower against its neighbour's references).
     captioner = Captioner.from_checkpoint(checkpoint, device="cpu")
-    features = captioner.encode(torch.stack([captioner.to_input(p) for p in paths[:100]]))
-    decoder, vocab = captioner.model.decoder, captioner.vocab
-    greedy, _ = greedy_search(decoder.step, decoder.init_state(features), vocab.start, vocab.end, 21)
+    memory = captioner.encode(torch.stack([captioner.read(p) for p in paths[:100]]))
+    vocab = captioner.vocab
+    greedy, _ = greedy_search(captioner.model.decoder, memory, start=vocab.start, end=vocab.end, max_tokens=21)
     assert beam >= bleu([vocab.decode_tokens(row) for row in greedy.tolist()], refs)["BLEU-4"] - 5
     assert beam - bleu(captions[1:] + captions[:1], refs)["BLEU-4"] >= 15
 
@@ -177,7 +178,7 @@ def test_captioner_takes_paths_pil_images_and_tensors(captioner, synthetic_root)
 
 def test_decode_features_is_what_caption_uses(captioner, synthetic_root):
     paths, _ = builtin_test_split(synthetic_root)
-    features = captioner.encode(torch.stack([captioner.to_input(p) for p in paths[:6]]))  # (6, D)
+    features = captioner.encode(torch.stack([captioner.read(p) for p in paths[:6]])).pooled  # (6, D)
     tokens, scores = captioner.decode_features(features, beam_size=4, n_best=2, length_penalty="avg")
     assert tokens.shape[:2] == (6, 2) and scores.shape == (6, 2)
     assert same(captioner.to_captions(tokens, scores),
@@ -187,7 +188,7 @@ def test_decode_features_is_what_caption_uses(captioner, synthetic_root):
 @pytest.mark.parametrize("options", [{"beam_size": 3}, {"beam_size": 5, "n_best": 3, "length_penalty": "gnmt"}])
 def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(captioner, synthetic_root, options):
     paths, _ = builtin_test_split(synthetic_root)
-    features = captioner.encode(torch.stack([captioner.to_input(p) for p in paths[:48]]))  # (48, D)
+    features = captioner.encode(torch.stack([captioner.read(p) for p in paths[:48]])).pooled  # (48, D)
     batch = torch.cat([features, torch.zeros(16, features.size(1))])  # 16 rows of padding
     batch = batch[torch.randperm(64, generator=torch.Generator().manual_seed(0))]
     tokens, scores = captioner.decode_features(batch, **options)

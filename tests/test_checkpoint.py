@@ -4,8 +4,10 @@ import pickle
 import pytest
 import torch
 
-from captioning.checkpoint import CheckpointError, checkpoint_task, load_checkpoint, load_state, save_checkpoint, saved_config
-from captioning.models.captioner import build_model
+from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from captioning.data.sources import SOURCES
+from captioning.models.captioner import build_caption_model
+from captioning.tasks import TASKS, checkpoint_task, read_checkpoint
 
 
 def test_atomic_write_keeps_previous_file_when_killed(tmp_path, monkeypatch):
@@ -34,7 +36,7 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
         load_checkpoint(torn)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(CheckpointError, match=r"foreign.pt: not a captioning checkpoint, missing \['model'"):
+    with pytest.raises(CheckpointError, match=r"foreign.pt: not a captioning checkpoint, missing \['format', 'task', 'model'"):
         load_checkpoint(foreign)
 
 
@@ -54,24 +56,26 @@ def test_pickled_objects_are_refused(tmp_path):
 def test_checkpoint_rebuilds_the_model_and_rejects_a_mismatch(tiny_run):
     path = tiny_run / "checkpoints" / "best.pt"
     payload = load_checkpoint(path)
-    for key in ("model", "model_config", "vocab", "preprocess", "optimizer", "epoch", "step", "rng", "metrics", "config"):
+    for key in ("model", "model_spec", "vocab", "preprocess", "optimizer", "epoch", "step", "rng", "metrics", "config_yaml"):
         assert key in payload, key
-    model = build_model(payload["model_config"], len(payload["vocab"]), pretrained=False)
+    model = build_caption_model(payload["model_spec"], len(payload["vocab"]), pretrained=False)
     load_state(model, payload["model"], path)
-    wrong = build_model(payload["model_config"], len(payload["vocab"]) + 3, pretrained=False)
+    wrong = build_caption_model(payload["model_spec"], len(payload["vocab"]) + 3, pretrained=False)
     with pytest.raises(CheckpointError, match="best.pt: model weights do not fit"):
         load_state(wrong, payload["model"], path)
 
 
 def test_a_checkpoint_cannot_name_code_to_run(tiny_run, tmp_path):
-    """Evaluation rebuilds the data source from the saved config: only this package's targets may be called."""
+    """Evaluation rebuilds the data source from the checkpoint: a `_target_` anywhere outside the state dicts
+    is refused on load, before anything is built, and the error names the key."""
     path = tiny_run / "checkpoints" / "best.pt"
-    payload = load_checkpoint(path)
-    assert checkpoint_task(path) == "image_caption"
-    saved_config(payload["config"]["data"], path, "data")  # the project's own source passes
-    payload["config"]["data"]["source"]["_target_"] = "os.system"
+    payload, task = read_checkpoint(path)  # the project's own checkpoint passes
+    assert checkpoint_task(path) == "image_caption" and task.name == "image_caption"
+    assert SOURCES.check(payload["data"]["source"], "data.source")[0] == "synthetic"  # its own data source passes
+    payload["data"]["source"]["_target_"] = "os.system"
     save_checkpoint(payload, tmp_path / "doctored.pt")
-    from captioning.evaluation import evaluate_checkpoint
-
-    with pytest.raises(CheckpointError, match="doctored.pt: its saved data config names 'os.system'"):
-        evaluate_checkpoint(tmp_path / "doctored.pt", split="test", data=None, decode={}, output_dir=tmp_path / "out")
+    with pytest.raises(CheckpointError, match=r"doctored.pt: data.source._target_: names code to call \('os.system'\)"):
+        load_checkpoint(tmp_path / "doctored.pt")
+    with pytest.raises(CheckpointError, match=r"doctored.pt: data.source._target_: names code to call \('os.system'\)"):
+        TASKS.get("image_caption")().evaluate_checkpoint(tmp_path / "doctored.pt", split="test", data=None, decode={},
+                                                         output_dir=tmp_path / "out")

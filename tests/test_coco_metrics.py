@@ -3,9 +3,9 @@ import sys
 
 import pytest
 
-from captioning import coco_metrics
-from captioning.coco_metrics import coco_scores, find_java
-from captioning.scoring import format_table, score_captions
+from captioning.evaluation import coco as coco_metrics
+from captioning.evaluation.coco import coco_scores, find_java
+from captioning.evaluation.report import format_table, score_captions
 
 # Case, punctuation, clitics, hyphens, extra spaces and an empty caption: what PTB tokenisation is for.
 REFERENCES = {

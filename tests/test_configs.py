@@ -3,17 +3,26 @@
 Each primary config (conf/*.yaml) is composed with its defaults, then with every option of every group
 it selects, following groups that an option brings in (task=activity adds model/temporal...). Every
 YAML file under conf/ must be reached this way, so a new config that nothing composes fails here.
+Models and data sources are chosen by registered name (`name:`), never by `_target_`: every such spec
+must name a registered component and only arguments it takes.
 """
 from __future__ import annotations
-
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+from captioning.data.sources import SOURCES
+from captioning.models.captioner import PARTS, SUPPLIED, check_model_spec
+from captioning.models.decoders import DECODERS
+from captioning.models.encoders import ENCODERS
+from captioning.models.memory import Features
 from captioning.plugins import MissingPlugin, check_plugins, installed
+from captioning.registry import plain
+from captioning.tasks import TASKS, direction  # also registers hparams_search=optuna's ${direction:...}
 from tests.conftest import CONF
 
 PRIMARY = sorted(path.stem for path in CONF.glob("*.yaml"))
@@ -111,7 +120,79 @@ def test_every_target_resolves(every_config):
             if target not in checked:
                 assert callable(get_object(target)), f"{primary} [{key}] {path}: {target}"
                 checked.add(target)
-    assert "torch.optim.SGD" in checked and "captioning.train.train" in checked
+    assert {"torch.optim.SGD", "torch.optim.Adam", "torch.optim.lr_scheduler.StepLR"} <= checked
+
+
+def test_models_and_data_name_no_code():
+    """conf/model/** and conf/data/** choose components by registered name: no `_target_` in the files, and none
+    in the model, data or benchmark encoders of any composed config."""
+    for path in sorted((CONF / "model").rglob("*.yaml")) + sorted((CONF / "data").rglob("*.yaml")):
+        assert "_target_" not in path.read_text(), path
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        for primary, overrides in [("train", []), ("train", ["task=activity"]), ("train", ["task=video_caption"]),
+                                   ("benchmark", []), ("benchmark", ["bench=cuda"]), ("extract_features", [])]:
+            cfg = OmegaConf.to_container(compose(primary, overrides=overrides), resolve=False)
+            found = targets({key: cfg.get(key) for key in ("model", "data", "encoder", "also_frozen", "extraction")})
+            assert found == [], f"{primary} {overrides}: {found}"
+
+
+def spec_of(node: DictConfig) -> dict:
+    """A spec as plain data, resolved; where it interpolates a mandatory value left unset (`???`, as
+    `data.source.captions_file: ${data.captions_file}`), unresolved: the names and arguments are what is checked."""
+    try:
+        return plain(node)
+    except (MissingMandatoryValue, InterpolationToMissingValueError):
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def component_specs(cfg: DictConfig) -> list[tuple[str, object, dict, tuple[str, ...]]]:
+    """(where, registry, spec, arguments the caller supplies) of every registered-component spec in a config:
+    model parts, the data source, and the benchmark's encoders."""
+    specs = []
+    model = cfg.get("model") or {}
+    for part in model:
+        if model[part] is not None:
+            specs.append((f"model.{part}", PARTS[part], spec_of(model[part]), SUPPLIED[part]))
+    if cfg.get("data") is not None and cfg.data.get("source") is not None:
+        specs.append(("data.source", SOURCES, spec_of(cfg.data.source), ()))
+    if cfg.get("encoder") is not None:
+        specs.append(("encoder", ENCODERS, spec_of(cfg.encoder), ()))
+    for index, extra in enumerate(cfg.get("also_frozen") or []):
+        specs.append((f"also_frozen[{index}]", ENCODERS, spec_of(extra), ()))
+    for index, row in enumerate(cfg.get("extraction") or []):
+        specs.append((f"extraction[{index}].encoder", ENCODERS, spec_of(row.encoder), ()))
+    return specs
+
+
+def test_every_model_and_data_spec_names_a_registered_component(every_config):
+    """Each spec passes its registry's check (registered name, known arguments, plain values), and every file under
+    conf/model/ and conf/data/ was checked this way in some composition."""
+    checked_files, kinds = set(), set()
+    for (primary, key), cfg in every_config.items():
+        for where, registry, spec, supplied in component_specs(cfg):
+            registry.check(spec, f"{primary} [{key}] {where}", supplied)
+            kinds.add(registry.kind)
+        checked_files |= {f"{group}/{choice}" for group, choice in cfg.hydra.runtime.choices.items()
+                          if choice and group.split("/")[0] in ("model", "data")}
+    files = {str(path.relative_to(CONF).with_suffix(""))
+             for folder in ("model", "data") for path in (CONF / folder).rglob("*.yaml")}
+    assert files - checked_files == set()
+    assert kinds == {"encoder", "decoder", "temporal model", "classifier", "data source"}
+    bench = compose_with("benchmark", ["bench=cuda"])
+    assert [where for where, *_ in component_specs(bench)] == [
+        "encoder", "extraction[0].encoder", "extraction[1].encoder"]
+
+
+def test_a_misspelt_spec_is_refused():
+    """The check above can fail: an unknown name or argument is named in the error."""
+    cfg = compose_with("train", [])
+    encoder = plain(cfg.model.encoder)
+    with pytest.raises(ValueError, match="widht"):
+        ENCODERS.check({**encoder, "widht": 8}, "model.encoder")
+    with pytest.raises(ValueError, match="unknown encoder 'tiny'"):
+        ENCODERS.check({**encoder, "name": "tiny"}, "model.encoder")
+    with pytest.raises(ValueError, match="unknown data source"):
+        SOURCES.check({**plain(cfg.data.source), "name": "synthetics"}, "data.source")
 
 
 def test_optimizers_and_schedulers_build(every_config):
@@ -131,30 +212,46 @@ def test_optimizers_and_schedulers_build(every_config):
     assert {("Adam", "none"), ("SGD", "step"), ("Adam", "cosine")} <= built
 
 
-def test_every_task_runner_and_decoder_build(every_config):
+def test_every_task_model_spec_and_decoder_build(every_config):
+    """Every training config names a registered task whose model parts it composes exactly, and its decoder builds
+    and scores teacher-forced tokens."""
+    tasks = set()
     for (primary, key), cfg in every_config.items():
         if primary == "train":
-            assert callable(instantiate(cfg.task.runner)), key
+            task = TASKS.get(cfg.task.name, f"[{key}] task.name")
+            check_model_spec(plain(cfg.model), task.model_parts, f"[{key}] model")
+            tasks.add(task.name)
             if cfg.model.get("decoder") is not None:
-                decoder = instantiate(cfg.model.decoder, vocab_size=7, feature_dim=5)
-                assert decoder(torch.zeros(2, 5), torch.ones(2, 3, dtype=torch.long)).shape == (2, 3, 7)
+                decoder = DECODERS.build(plain(cfg.model.decoder), "model.decoder", vocab_size=7, feature_dim=5)
+                tokens = torch.ones(2, 3, dtype=torch.long)  # 2 next-word targets per row
+                assert decoder.target_logits(Features(torch.zeros(2, 5)), tokens).shape == (4, 7), key
+                total, count = decoder.loss(Features(torch.zeros(2, 5)), tokens)
+                assert count == 4 and torch.isfinite(total), key
+    assert tasks == set(TASKS.names())
+
+
+def learning_rates(cfg: DictConfig, epochs: int) -> tuple[torch.optim.Optimizer, list[float]]:
+    """The configured optimizer and scheduler on one parameter -> the optimizer, its learning rate at each epoch."""
+    optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = instantiate(cfg.scheduler.build)(optimizer)
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return optimizer, rates
 
 
 def test_show_and_tell_recipe():
     """The im2txt hyper-parameters, and a learning rate that really halves every 8 epochs."""
     cfg = compose_with("train", ["experiment=show_and_tell_coco"])
     assert cfg.data.name == "karpathy" and cfg.data.restval_as_train and cfg.data.sampling == "pairs"
-    assert cfg.model.encoder.name == "inception_v3" and not cfg.model.encoder.trainable
+    assert (cfg.model.encoder.name, cfg.model.encoder.model) == ("torchvision", "inception_v3")
+    assert not cfg.model.encoder.trainable
     decoder = cfg.model.decoder
     assert (decoder.embed_size, decoder.hidden_size, decoder.dropout, decoder.image_input) == (512, 512, 0.3, "first_step")
     assert (cfg.vocab.min_count, cfg.train.batch_size, cfg.train.grad_clip, cfg.train.max_steps) == (4, 32, 5.0, 1_000_000)
-    optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(1))])
-    scheduler = instantiate(cfg.scheduler.build)(optimizer)
-    rates = []
-    for _ in range(17):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    optimizer, rates = learning_rates(cfg, 17)
     assert type(optimizer) is torch.optim.SGD and cfg.optim.momentum == 0.0
     assert rates[0] == rates[7] == 2.0 and rates[8] == rates[15] == 1.0 and rates[16] == 0.5
     assert cfg.scheduler.interval == "epoch"
@@ -162,7 +259,8 @@ def test_show_and_tell_recipe():
 
 def test_show_and_tell_second_stage():
     cfg = compose_with("train", ["experiment=show_and_tell_coco_finetune"])
-    assert cfg.model.encoder.name == "inception_v3" and cfg.model.encoder.trainable
+    assert (cfg.model.encoder.name, cfg.model.encoder.model) == ("torchvision", "inception_v3")
+    assert cfg.model.encoder.trainable
     assert cfg.optim.lr == cfg.train.encoder_lr == 0.0005 and cfg.scheduler.build is None
     assert OmegaConf.is_missing(cfg, "stage1")  # stage 1's checkpoint must be named ...
     named = compose_with("train", ["experiment=show_and_tell_coco_finetune", "stage1=runs/st1/checkpoints/last.pt"])
@@ -173,15 +271,11 @@ def test_show_and_tell_second_stage():
 
 def test_karpathy_resnet101_recipe():
     cfg = compose_with("train", ["experiment=karpathy_resnet101"])
-    assert cfg.data.name == "karpathy" and cfg.model.encoder.name == "resnet101" and not cfg.model.encoder.trainable
-    assert (cfg.train.select_metric, cfg.train.select_mode) == ("CIDEr", "max")
-    optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(1))])
-    scheduler = instantiate(cfg.scheduler.build)(optimizer)
-    rates = []
-    for _ in range(7):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    assert cfg.data.name == "karpathy"
+    assert (cfg.model.encoder.name, cfg.model.encoder.model) == ("torchvision", "resnet101")
+    assert not cfg.model.encoder.trainable
+    assert cfg.train.select_metric == "CIDEr" and direction(cfg.train.select_metric) == "maximize"
+    optimizer, rates = learning_rates(cfg, 7)
     assert type(optimizer) is torch.optim.Adam
     assert rates[:3] == [5e-4] * 3 and rates[3] == pytest.approx(4e-4) and rates[6] == pytest.approx(3.2e-4)
 
@@ -193,9 +287,11 @@ def test_optuna_search_config():
     assert sweeper._target_.endswith("OptunaSweeper") and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert sweeper.direction == "maximize" and sweeper.sampler.seed == 0
     assert set(sweeper.params) == {"optim.lr", "model.decoder.hidden_size", "model.decoder.dropout"}
-    # selecting on validation loss turns the search around
-    minimise = compose_with("train", ["hparams_search=optuna", "train.select_metric=loss", "train.select_mode=min"])
-    assert minimise.hydra.sweeper.direction == "minimize"
+    # the direction comes from the selection metric: lower is better for loss and perplexity only
+    for metric, expected in [("loss", "minimize"), ("perplexity", "minimize"), ("CIDEr", "maximize"),
+                             ("accuracy", "maximize")]:
+        chosen = compose_with("train", ["hparams_search=optuna", f"train.select_metric={metric}"])
+        assert chosen.hydra.sweeper.direction == expected, metric
 
 
 @pytest.mark.parametrize("launcher", sorted(PLUGIN_LAUNCHERS))

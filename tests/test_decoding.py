@@ -1,4 +1,9 @@
-"""Decoding functions against hand-worked answers, exhaustive search, and greedy search."""
+"""Decoding functions against hand-worked answers, exhaustive search, and greedy search.
+
+Decoding sees a decoder only through its contract (`init_state`, `step`, `reorder_state`), so the
+hand-made probability table and the real LSTM below are both decoders, and so is a decoder whose
+state keeps the batch on dim 0 and dim 1 at once.
+"""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +13,8 @@ import pytest
 import torch
 
 from captioning.decoding import beam_search, greedy_search, length_penalty_of, sample
-from captioning.models.decoder import LSTMDecoder
+from captioning.models.decoders.lstm import LSTMDecoder
+from captioning.models.memory import Features
 
 # A fake model: next-word probabilities depend on the image and the previous word only.
 START, END, A, B, C = range(5)
@@ -28,19 +34,28 @@ TABLE = torch.tensor([
 ])
 
 
-def table_step(tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
-    """The state carries each row's image id (1, N, 1), so rows reordered wrongly read the wrong table."""
-    (image,) = state
-    return TABLE[image[0, :, 0].long(), tokens].log(), state
+class TableDecoder:
+    """Next-word log-probs read from TABLE. The state is each row's image id (N,), so rows that beam search
+    reordered wrongly read the wrong table."""
+
+    def init_state(self, memory: Features) -> torch.Tensor:
+        return memory.pooled[:, 0].long()  # (B,) image ids
+
+    def step(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return TABLE[state, tokens].log(), state
+
+    def reorder_state(self, state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return state.index_select(0, rows)
 
 
-def images(*ids: int) -> tuple:
-    return (torch.tensor(ids, dtype=torch.float).view(1, -1, 1),)
+def images(*ids: int) -> Features:
+    """The memory of a batch of table images: their ids as (B, 1) features."""
+    return Features(torch.tensor(ids, dtype=torch.float).view(-1, 1))
 
 
 def beam(ids=(0,), **options):
-    options = {"beam_size": 2, "max_length": 3, **options}
-    return beam_search(table_step, images(*ids), start=START, end=END, **options)
+    options = {"beam_size": 2, "max_tokens": 3, **options}
+    return beam_search(TableDecoder(), images(*ids), start=START, end=END, **options)
 
 
 def ln(p: float) -> float:
@@ -64,16 +79,16 @@ HAND_WORKED = [
     # GNMT alpha .5: "b" -1.321 beats "a c" -1.383; alpha 1: "b" -1.223 loses to "a c" -1.198.
     ({"beam_size": 2, "length_penalty": "gnmt", "alpha": 0.5}, [[B, END]], [ln(.24) / lp(2, .5)]),
     ({"beam_size": 2, "length_penalty": "gnmt", "alpha": 1.0}, [[A, C, END]], [ln(.2025) / lp(3, 1.0)]),
-    # Max length 1: both top words are cut there, none ends.
-    ({"beam_size": 2, "max_length": 1, "n_best": 2}, [[A], [B]], [ln(.5), ln(.3)]),
-    # Max length 2: step 1 is the last, so its top 2 (b.end, a.c) both finish; "a c" is cut before its <end>.
-    ({"beam_size": 2, "max_length": 2, "n_best": 2}, [[B, END], [A, C]], [ln(.24), ln(.225)]),
+    # Max tokens 1: both top words are cut there, none ends.
+    ({"beam_size": 2, "max_tokens": 1, "n_best": 2}, [[A], [B]], [ln(.5), ln(.3)]),
+    # Max tokens 2: step 1 is the last, so its top 2 (b.end, a.c) both finish; "a c" is cut before its <end>.
+    ({"beam_size": 2, "max_tokens": 2, "n_best": 2}, [[B, END], [A, C]], [ln(.24), ln(.225)]),
     # n_best 2 needs a second finished caption: step 2 finishes a.c.end .2025 and a.b.end .08.
     ({"beam_size": 2, "n_best": 2}, [[B, END], [A, C, END]], [ln(.24), ln(.2025)]),
     # Beam 3 keeps a, b, c; step 1 finishes b.end and c.end, lives a.c, a.b, a.a; step 2 finishes a.c.end.
     ({"beam_size": 3, "n_best": 3}, [[B, END], [A, C, END], [C, END]], [ln(.24), ln(.2025), ln(.18)]),
-    # min_length 2: <end> is banned at step 1, so "b" cannot finish; a.c and a.b live, a.c.end wins.
-    ({"beam_size": 2, "min_length": 2}, [[A, C, END]], [ln(.2025)]),
+    # min_words 2: <end> is banned at step 1, so "b" cannot finish; a.c and a.b live, a.c.end wins.
+    ({"beam_size": 2, "min_words": 2}, [[A, C, END]], [ln(.2025)]),
     # Forbidding b: step 1 finishes c.end .18 but live a.c .225 could still win, and does at step 2.
     ({"beam_size": 2, "forbid": (B,)}, [[A, C, END]], [ln(.2025)]),
 ]
@@ -107,6 +122,12 @@ def test_images_in_one_batch_keep_their_own_answers():
     assert scores[:, 0].tolist() == pytest.approx([ln(.24), ln(.294), ln(.24)], abs=1e-5)
 
 
+def test_greedy_search_follows_the_likeliest_word():
+    tokens, scores = greedy_search(TableDecoder(), images(0, 1), start=START, end=END, max_tokens=3)
+    assert tokens.tolist() == [[A, C, END], [A, A, A]]
+    assert scores.tolist() == pytest.approx([ln(.2025), ln(.294)], abs=1e-5)
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="length_penalty"):
         beam(length_penalty="long")
@@ -123,17 +144,22 @@ def lstm(image_input: str, vocab_size: int = 6) -> LSTMDecoder:
                        image_input=image_input).eval()
 
 
-def exhaustive(decoder: LSTMDecoder, features: torch.Tensor, max_length: int, length_penalty: str, alpha: float):
-    """Score every sequence the search could return: up to `max_length` tokens, stopping at the first <end>."""
-    V, end = decoder.vocab_size, END
-    words = [w for w in range(V) if w != end]
-    sequences = [list(s) + [end] for n in range(max_length) for s in itertools.product(words, repeat=n)]
-    sequences += [list(s) for s in itertools.product(words, repeat=max_length)]
+def image(memory: Features, index: int) -> Features:
+    """The memory of one image of a batch."""
+    grid = memory.grid[index:index + 1] if memory.grid is not None else None
+    return Features(memory.pooled[index:index + 1], grid)
+
+
+def exhaustive(decoder, memory: Features, vocab_size: int, max_tokens: int, length_penalty: str, alpha: float):
+    """Score every sequence the search could return: up to `max_tokens` tokens, stopping at the first <end>."""
+    words = [w for w in range(vocab_size) if w != END]
+    sequences = [list(s) + [END] for n in range(max_tokens) for s in itertools.product(words, repeat=n)]
+    sequences += [list(s) for s in itertools.product(words, repeat=max_tokens)]
     results = []
-    for image in range(features.size(0)):
+    for index in range(len(memory)):
         scored = []
         for sequence in sequences:
-            state, total, token = decoder.init_state(features[image:image + 1]), 0.0, torch.tensor([START])
+            state, total, token = decoder.init_state(image(memory, index)), 0.0, torch.tensor([START])
             for word in sequence:
                 log_probs, state = decoder.step(token, state)
                 total += float(log_probs[0, word])
@@ -143,31 +169,34 @@ def exhaustive(decoder: LSTMDecoder, features: torch.Tensor, max_length: int, le
     return results
 
 
+def assert_exhaustive(decoder, memory: Features, vocab_size: int, length_penalty: str = "none", n_best: int = 4):
+    """A beam as wide as the search space finds the n_best sequences of exhaustive search, with their scores."""
+    max_tokens = 3
+    expected = exhaustive(decoder, memory, vocab_size, max_tokens, length_penalty, alpha=0.7)
+    width = len(expected[0])  # with 5 words: 1 + 4 + 16 sequences ending in <end>, 64 cut at max_tokens
+    tokens, scores = beam_search(decoder, memory, start=START, end=END, beam_size=width, max_tokens=max_tokens,
+                                 length_penalty=length_penalty, n_best=n_best)
+    for index in range(len(memory)):
+        best = expected[index][:n_best]
+        assert scores[index].tolist() == pytest.approx([score for score, _ in best], abs=1e-4)
+        for row, (_, sequence) in zip(tokens[index].tolist(), best):
+            assert row[: len(sequence)] == sequence
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("image_input", ["init", "first_step"])
 @pytest.mark.parametrize("length_penalty", ["none", "avg", "gnmt"])
 def test_beam_as_wide_as_the_search_space_equals_exhaustive_search(image_input, length_penalty):
-    decoder, max_length, n_best = lstm(image_input, vocab_size=5), 3, 4
-    features = torch.randn(3, 8) * 3
-    expected = exhaustive(decoder, features, max_length, length_penalty, alpha=0.7)
-    width = len(expected[0])  # 1 + 4 + 16 sequences ending in <end>, 64 cut at max_length
-    tokens, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=width,
-                                 max_length=max_length, length_penalty=length_penalty, n_best=n_best)
-    for image in range(features.size(0)):
-        best = expected[image][:n_best]
-        assert scores[image].tolist() == pytest.approx([score for score, _ in best], abs=1e-4)
-        for row, (_, sequence) in zip(tokens[image].tolist(), best):
-            assert row[: len(sequence)] == sequence
+    assert_exhaustive(lstm(image_input, vocab_size=5), Features(torch.randn(3, 8) * 3), 5, length_penalty)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("image_input", ["init", "first_step"])
 def test_beam_size_one_is_exactly_greedy(image_input):
     decoder = lstm(image_input, vocab_size=30)
-    features = torch.randn(16, 8) * 3
-    greedy_tokens, greedy_scores = greedy_search(decoder.step, decoder.init_state(features), START, END, 12)
-    tokens, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=1,
-                                 max_length=12)
+    memory = Features(torch.randn(16, 8) * 3)
+    greedy_tokens, greedy_scores = greedy_search(decoder, memory, start=START, end=END, max_tokens=12)
+    tokens, scores = beam_search(decoder, memory, start=START, end=END, beam_size=1, max_tokens=12)
     assert tokens[:, 0].tolist() == greedy_tokens.tolist()
     assert torch.equal(scores[:, 0], greedy_scores)
 
@@ -175,11 +204,11 @@ def test_beam_size_one_is_exactly_greedy(image_input):
 @torch.no_grad()
 def test_wider_beams_never_score_worse_and_scores_are_sorted():
     decoder = lstm("init", vocab_size=30)
-    features = torch.randn(16, 8) * 3
+    memory = Features(torch.randn(16, 8) * 3)
     best = None
     for beam_size in (1, 3, 5):
-        _, scores = beam_search(decoder.step, decoder.init_state(features), start=START, end=END,
-                                beam_size=beam_size, max_length=10, n_best=min(beam_size, 3))
+        _, scores = beam_search(decoder, memory, start=START, end=END, beam_size=beam_size, max_tokens=10,
+                                n_best=min(beam_size, 3))
         assert (scores[:, :-1] >= scores[:, 1:]).all()
         if best is not None:
             assert (scores[:, 0] >= best - 1e-5).all()
@@ -187,11 +216,11 @@ def test_wider_beams_never_score_worse_and_scores_are_sorted():
 
 
 @torch.no_grad()
-def test_forbidden_words_and_min_length_are_respected():
+def test_forbidden_words_and_min_words_are_respected():
     decoder = lstm("init", vocab_size=30)
-    features = torch.randn(16, 8) * 3
-    tokens, _ = beam_search(decoder.step, decoder.init_state(features), start=START, end=END, beam_size=3,
-                            max_length=10, min_length=4, forbid=(3, 7), n_best=3)
+    memory = Features(torch.randn(16, 8) * 3)
+    tokens, _ = beam_search(decoder, memory, start=START, end=END, beam_size=3, max_tokens=10, min_words=4,
+                            forbid=(3, 7), n_best=3)
     assert not torch.isin(tokens, torch.tensor([3, 7])).any()
     assert (tokens[:, :, :4] != END).all()
 
@@ -199,12 +228,12 @@ def test_forbidden_words_and_min_length_are_respected():
 @torch.no_grad()
 def test_sampling_is_seeded_and_top_k_one_is_greedy():
     decoder = lstm("init", vocab_size=30)
-    features = torch.randn(16, 8) * 3
-    draw = lambda seed, **kw: sample(decoder.step, decoder.init_state(features), start=START, end=END,  # noqa: E731
-                                     max_length=10, generator=torch.Generator().manual_seed(seed), **kw)
+    memory = Features(torch.randn(16, 8) * 3)
+    draw = lambda seed, **kw: sample(decoder, memory, start=START, end=END, max_tokens=10,  # noqa: E731
+                                     generator=torch.Generator().manual_seed(seed), **kw)
     first, second, other = draw(1, temperature=2.0), draw(1, temperature=2.0), draw(2, temperature=2.0)
     assert torch.equal(first[0], second[0]) and not torch.equal(first[0], other[0])
-    greedy_tokens, greedy_scores = greedy_search(decoder.step, decoder.init_state(features), START, END, 10)
+    greedy_tokens, greedy_scores = greedy_search(decoder, memory, start=START, end=END, max_tokens=10)
     tokens, scores = draw(3, top_k=1)
     assert torch.equal(tokens, greedy_tokens) and torch.allclose(scores, greedy_scores)
 
@@ -215,11 +244,66 @@ def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(image_inpu
     decoder = lstm(image_input, vocab_size=30)
     features = torch.randn(64, 8) * 3
     features[40:] = 0  # padding rows
-    decode = lambda f: beam_search(decoder.step, decoder.init_state(f), start=START, end=END, beam_size=4,  # noqa: E731
-                                   max_length=12, n_best=2, length_penalty="avg")
+    decode = lambda f: beam_search(decoder, Features(f), start=START, end=END, beam_size=4,  # noqa: E731
+                                   max_tokens=12, n_best=2, length_penalty="avg")
     tokens, scores = decode(features)
     for row in (0, 13, 39, 50):
         alone_tokens, alone_scores = decode(features[row:row + 1])
         T = alone_tokens.size(2)
         assert torch.equal(alone_tokens[0], tokens[row, :, :T]) and (tokens[row, :, T:] == END).all()
         assert torch.allclose(alone_scores[0], scores[row], atol=1e-5)
+
+
+# ---------------------------------------------------------------- the state's layout is the decoder's business
+
+
+class RegionLSTM:
+    """The LSTM decoder plus a read of per-row image regions at every step, so its state holds tensors whose
+    batch dimension differs: regions (N, R, C) on dim 0, the LSTM's (h, c) (L, N, H) on dim 1.
+
+    `batch_last` stores the same state with the batch last instead: regions (R, C, N), (h, c) (L, H, N).
+    Only `reorder_state` knows which, so beam search must give the same answers for both layouts.
+    """
+
+    def __init__(self, lstm: LSTMDecoder, region_dim: int, batch_last: bool):
+        self.lstm, self.batch_last = lstm, batch_last
+        self.read = torch.randn(region_dim, lstm.vocab_size, generator=torch.Generator().manual_seed(1)) * 3
+
+    def init_state(self, memory: Features) -> tuple[torch.Tensor, ...]:
+        return self.stored(memory.grid, *self.lstm.init_state(memory))
+
+    def stored(self, regions: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.batch_last:
+            return regions.permute(1, 2, 0), h.permute(0, 2, 1), c.permute(0, 2, 1)
+        return regions, h, c
+
+    def step(self, tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        regions, h, c = state
+        if self.batch_last:  # back to (N, R, C) and (L, N, H)
+            regions, h, c = regions.permute(2, 0, 1), h.permute(0, 2, 1).contiguous(), c.permute(0, 2, 1).contiguous()
+        log_probs, (h, c) = self.lstm.step(tokens, (h, c))  # (N, V)
+        log_probs = torch.log_softmax(log_probs + regions.mean(1) @ self.read, dim=-1)
+        return log_probs, self.stored(regions, h, c)
+
+    def reorder_state(self, state: tuple, rows: torch.Tensor) -> tuple:
+        if self.batch_last:
+            return tuple(s.index_select(s.dim() - 1, rows) for s in state)
+        regions, h, c = state
+        return regions.index_select(0, rows), h.index_select(1, rows), c.index_select(1, rows)
+
+
+@torch.no_grad()
+def test_beam_search_never_assumes_where_the_batch_dimension_is():
+    base = lstm("init", vocab_size=5)
+    torch.manual_seed(2)
+    memory = Features(torch.randn(2, 8) * 3, torch.randn(2, 4, 6))  # 2 images of 4 regions (R=4, C=6)
+    mixed, batch_last = RegionLSTM(base, 6, batch_last=False), RegionLSTM(base, 6, batch_last=True)
+    assert_exhaustive(mixed, memory, 5)  # right answers with the batch on dims 0 and 1 at once...
+
+    decode = lambda decoder: beam_search(decoder, memory, start=START, end=END, beam_size=3,  # noqa: E731
+                                         max_tokens=6, n_best=2)
+    tokens, scores = decode(mixed)  # ... and the same answers with the batch last
+    other_tokens, other_scores = decode(batch_last)
+    assert torch.equal(tokens, other_tokens) and torch.allclose(scores, other_scores, atol=1e-5)
+    plain_tokens, _ = beam_search(base, memory, start=START, end=END, beam_size=3, max_tokens=6, n_best=2)
+    assert not torch.equal(plain_tokens, tokens)  # the regions matter, so reordering them wrongly would show

@@ -8,8 +8,8 @@ import torch
 import torch.multiprocessing as mp
 
 from captioning.checkpoint import load_checkpoint, load_state
-from captioning.models.captioner import build_model
-from captioning.train import train
+from captioning.models.captioner import build_activity_model, build_caption_model
+from captioning.tasks import train
 
 from tests.conftest import compose_train, tiny_overrides
 
@@ -37,20 +37,34 @@ def run_ddp(overrides: list[str], run_dir) -> None:
     mp.spawn(_worker, args=(2, free_port(), overrides, str(run_dir)), nprocs=2, join=True)
 
 
+def train_in_one_process(overrides: list[str], run_dir) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker process does; restored below, later tests compare exact floats
+    try:
+        return train(compose_train(overrides, run_dir))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def losses(run_dir) -> dict[int, float]:
-    return {row["step"]: row["loss"] for row in map(json.loads, (run_dir / "steps.jsonl").read_text().splitlines())}
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    steps = {row["step"]: row["loss"] for row in rows}
+    assert len(steps) == len(rows), "a step was logged twice: only rank 0 may write the run folder"
+    return steps
+
+
+def assert_per_rank_rng(path) -> None:
+    """Each rank's own RNG state is saved (ranks are seeded apart, so their torch generators differ)."""
+    states = load_checkpoint(path)["rng"]
+    assert isinstance(states, list) and len(states) == 2
+    assert not torch.equal(states[0]["torch"], states[1]["torch"])
 
 
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_root):
     # frozen encoder: no batch-norm statistics that differ between a whole batch and half of it
     base = tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.batch_size=16", "train.epochs=3",
                                              "train.show_examples=0"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker process does; restored below, later tests compare exact floats
-    try:
-        single = train(compose_train(base + ["train.max_steps=6"], tmp_path / "single"))
-    finally:
-        torch.set_num_threads(threads)
+    single = train_in_one_process(base + ["train.max_steps=6"], tmp_path / "single")
     run_ddp(base + ["train.max_steps=6"], tmp_path / "ddp")
 
     one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
@@ -65,8 +79,11 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
     # the checkpoint loads in a single process, and a DDP run resumes from it
     path = tmp_path / "ddp" / "checkpoints" / "last.pt"
     payload = load_checkpoint(path)
-    load_state(build_model(payload["model_config"], len(payload["vocab"]), pretrained=False), payload["model"], path)
+    load_state(build_caption_model(payload["model_spec"], len(payload["vocab"]), pretrained=False), payload["model"],
+               path)
+    assert_per_rank_rng(path)
     run_ddp(base + ["train.max_steps=3"], tmp_path / "stopped")
+    assert_per_rank_rng(tmp_path / "stopped" / "checkpoints" / "last.pt")
     run_ddp(base + ["train.max_steps=6", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"], tmp_path / "resumed")
     resumed = losses(tmp_path / "resumed")
     assert sorted(resumed) == [4, 5, 6]
@@ -74,8 +91,39 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
         assert resumed[step] == pytest.approx(one[step], rel=1e-5), step
 
 
+def test_clip_task_two_processes_match_one(tmp_path):
+    """task=activity under DDP: the same per-step losses and validation as one process on the same global batch."""
+    # frozen frame CNN and no input batch norm in the clip LSTM: every clip's loss is independent of its batch,
+    # so a whole batch and its two halves give the same gradients
+    base = ["task=activity", f"data.source.root={tmp_path / 'clips'}", "data.source.num_train=48",
+            "data.source.num_val=18", "data.source.num_test=4", "data.frames=4", "model.encoder.trainable=false",
+            "model.temporal.input_norm=false", "model.temporal.hidden_size=16", "train.batch_size=16",
+            "train.epochs=2", "train.show_examples=0"]
+    single = train_in_one_process(base, tmp_path / "single")
+    run_ddp(base, tmp_path / "ddp")
+
+    one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert sorted(one) == sorted(two) == list(range(1, 7))  # 3 global batches per epoch, rank 0 alone wrote the log
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), step
+    # each rank classified its half of the validation clips; the metrics cover them all
+    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp_metrics["accuracy"] == single["accuracy"]
+    assert ddp_metrics["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    written = sorted(path.name for path in (tmp_path / "ddp").iterdir())
+    assert written == sorted(path.name for path in (tmp_path / "single").iterdir())  # the same run folder, once
+
+    path = tmp_path / "ddp" / "checkpoints" / "last.pt"
+    payload = load_checkpoint(path)
+    assert payload["task"] == "activity" and payload["step"] == 6
+    load_state(build_activity_model(payload["model_spec"], len(payload["classes"]), pretrained=False),
+               payload["model"], path)
+    assert_per_rank_rng(path)
+    assert len(load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["rng"]) == 1
+
+
 def test_global_batch_must_divide_among_processes():
-    from captioning.data.dataset import EpochSampler
+    from captioning.data.sampler import EpochSampler
 
     with pytest.raises(ValueError, match="batch_size=15"):
         EpochSampler([5] * 10, batch_size=15, rank=0, world_size=2)

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from captioning.checkpoint import load_checkpoint
-from captioning.data.dataset import CaptionDataset, ImageLoader, build_transform, collate
-from captioning.engine import cider_of, greedy_captions
-from captioning.evaluation import evaluate_checkpoint
-from captioning.models.captioner import build_model
-from captioning.train import load_splits, train
+from captioning.data.datasets import CaptionDataset, ImageLoader, collate
+from captioning.data.loading import load_splits
+from captioning.data.sources import read_source
+from captioning.data.transforms import build_transform
+from captioning.models.captioner import build_caption_model
+from captioning.tasks import TASKS, train
+from captioning.training.validation import cider_of, greedy_captions
 from captioning.vocab import Vocabulary
 
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
@@ -40,7 +41,7 @@ def test_checkpoint_mode_then_results_mode_agree(tiny_run, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["data"]["split"] == "test" and report["data"]["images"] == 24 and report["data"]["full_split"]
     assert len(report["checkpoint"]["sha256"]) == 64 and report["decode"]["beam_size"] == 2
-    assert report["decode"]["max_length"] == 20  # null in conf/decode: the checkpoint's training cap
+    assert report["decode"]["max_words"] == 20  # null in conf/decode: the checkpoint's training cap
     assert {"torch", "pycocoevalcap", "nltk"} <= set(report["versions"])
     for name in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"):
         assert f"  {name:<8} {report['metrics'][name]:7.2f}" in printed
@@ -61,7 +62,7 @@ def test_checkpoint_mode_then_results_mode_agree(tiny_run, tmp_path):
 
 def test_data_override_and_string_image_ids(tiny_run, tmp_path):
     """`data=flickr ...` replaces the checkpoint's data config; Flickr's file-name ids stay strings."""
-    source = instantiate(load_checkpoint(tiny_run / "checkpoints" / "best.pt")["config"]["data"]["source"])
+    source = read_source(load_checkpoint(tiny_run / "checkpoints" / "best.pt")["data"]["source"])
     images = tmp_path / "images"
     images.mkdir()
     lines, split = ["image,caption"], {}
@@ -75,9 +76,9 @@ def test_data_override_and_string_image_ids(tiny_run, tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("evaluate", overrides=["data=flickr", f"data.captions_file={tmp_path / 'captions.txt'}",
                                              f"data.image_dir={images}", f"data.split_file={tmp_path / 'split.json'}"])
-    report = evaluate_checkpoint(tiny_run / "checkpoints" / "best.pt", split="test",
-                                 data=OmegaConf.to_container(cfg.data, resolve=True),
-                                 decode=OmegaConf.to_container(cfg.decode), output_dir=tmp_path / "out", java=None)
+    report = TASKS.get("image_caption")().evaluate_checkpoint(
+        tiny_run / "checkpoints" / "best.pt", split="test", data=OmegaConf.to_container(cfg.data, resolve=True),
+        decode=OmegaConf.to_container(cfg.decode), output_dir=tmp_path / "out", java=None)
     assert report["data"]["name"] == "flickr" and report["data"]["images"] == 3
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["image_id"] for r in results] == sorted(split)
@@ -93,13 +94,13 @@ def test_validation_cider_selects_checkpoints_on_the_val_split(synthetic_root, t
     assert best["metrics"]["CIDEr"] >= last["metrics"]["CIDEr"]
 
     # The logged CIDEr is that of greedy captions of the *validation* images.
-    splits = load_splits(OmegaConf.create(last["config"]["data"]))
+    splits = load_splits(last["data"])
     vocab = Vocabulary(last["vocab"])
-    model = build_model(last["model_config"], len(vocab), pretrained=False)
+    model = build_caption_model(last["model_spec"], len(vocab), pretrained=False)
     model.load_state_dict(last["model"])
     records = splits["val"]
     dataset = CaptionDataset(records, vocab, 20, ImageLoader(records, build_transform(last["preprocess"])))
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, sampler=[(i, 0) for i in range(len(records))],
                                          collate_fn=collate)
-    captions = greedy_captions(model, loader, vocab, torch.device("cpu"), cached=False, max_length=21)
+    captions = greedy_captions(model, loader, vocab, torch.device("cpu"), cached=False, max_tokens=21)
     assert cider_of(captions, [r.captions for r in records]) == pytest.approx(last["metrics"]["CIDEr"], abs=1e-6)

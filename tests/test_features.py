@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from captioning.data.dataset import build_transform
+from captioning.data.features import FeatureStore, extract_features
 from captioning.data.images import load_rgb
 from captioning.data.records import DataError
-from captioning.data.synthetic import synthetic_splits
-from captioning.features import FeatureStore, extract_features
+from captioning.data.sources.synthetic import synthetic_splits
+from captioning.data.transforms import build_transform
 from captioning.models import encoders
-from captioning.train import train
-
+from captioning.tasks import train
 from tests.conftest import compose_train, tiny_overrides
 
 
@@ -36,7 +35,7 @@ def test_round_trip_equals_encoder_output(tmp_path, encoder, records):
     store.check_encoder(encoder)
     transform = build_transform(encoder.preprocess)
     with torch.no_grad():
-        expected = encoder(torch.stack([transform(load_rgb(r.image_path)) for r in records[:4]]))
+        expected = encoder(torch.stack([transform(load_rgb(r.image_path)) for r in records[:4]])).pooled  # (4, 1280)
     got = store.table(records[:4])
     assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)  # float16 storage
 

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from captioning.coco_metrics import coco_scores
-from captioning.metrics import bleu, cider
+from captioning.evaluation.coco import coco_scores
+from captioning.evaluation.metrics import bleu, cider
 
 CAT = "the cat sat on the mat".split()
 REF = "the cat is on the mat".split()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import nbformat
 from nbclient import NotebookClient
 
-from captioning.inference import Captioner
+from captioning.inference.captioner import Captioner
 
 from tests.conftest import ROOT
 from tests.test_caption import builtin_test_split

@@ -5,8 +5,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from captioning.data.dataset import build_transform
 from captioning.data.images import load_rgb
+from captioning.data.transforms import build_transform
 from captioning.models.encoders import _timm_preprocess, efficientnet_lite0_imagenet
 
 from tests.conftest import FLICKR

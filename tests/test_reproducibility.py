@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from captioning.checkpoint import load_checkpoint
 from captioning.provenance import git_state, provenance, write_provenance
-from captioning.train import train
+from captioning.tasks import train
 from tests.conftest import ROOT, compose_train, tiny_overrides
 
 
@@ -96,7 +96,7 @@ def test_show_and_tell_stage1_trains_with_its_recipe(show_and_tell_stage1):
     steps = [json.loads(line) for line in (show_and_tell_stage1 / "steps.jsonl").read_text().splitlines()]
     assert [row["lr"] for row in steps] == [2.0] * 4  # SGD at 2.0, halved only after 8 epochs
     checkpoint = load_checkpoint(show_and_tell_stage1 / "checkpoints" / "last.pt")
-    assert checkpoint["model_config"]["decoder"]["image_input"] == "first_step"
+    assert checkpoint["model_spec"]["decoder"]["image_input"] == "first_step"
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
 
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from captioning.scoring import format_table, score_results_file
-from captioning.results import ResultsError, match_results, read_references, read_results, write_results
+from captioning.evaluation.report import format_table, score_results_file
+from captioning.evaluation.results import ResultsError, match_results, read_references, read_results, write_results
 
 REFERENCES = {i: [f"a red circle number {i}", f"one red circle {i}"] for i in range(1, 11)}
 

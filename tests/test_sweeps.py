@@ -28,9 +28,10 @@ def train_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProces
 
 
 def sweep_overrides(synthetic_root) -> list[str]:
-    """Tiny training with the decoder size left to the sweep; selection on validation loss (distinct per run)."""
+    """Tiny training with the decoder size left to the sweep; selection on validation loss (distinct per run,
+    and lower is better: the direction comes from the metric)."""
     return [o for o in tiny_overrides(synthetic_root) if not o.startswith("model.decoder.hidden_size=")] + [
-        "train.max_steps=3", "train.show_examples=0", "train.select_metric=loss", "train.select_mode=min"]
+        "train.max_steps=3", "train.show_examples=0", "train.select_metric=loss"]
 
 
 def losses(run_dir) -> list[float]:
@@ -65,7 +66,7 @@ def test_summarize_sweep_prints_runs_sorted(grid_sweep, capsys):
     header, rows = lines[0].split(), [line.split() for line in lines[1:5]]
     assert header[:4] == ["job", "optim.lr", "model.decoder.hidden_size", "loss"]
     expected = sorted((json.loads((grid_sweep / str(j) / "metrics.json").read_text())["select"], str(j)) for j in range(4))
-    assert [row[0] for row in rows] == [job for _, job in expected]  # lowest validation loss first (select_mode=min)
+    assert [row[0] for row in rows] == [job for _, job in expected]  # lowest validation loss first (loss: lower is better)
     assert [float(row[3]) for row in rows] == pytest.approx([value for value, _ in expected], abs=1e-3)
     assert "4 runs, sorted by best validation loss" in lines[6]
     with open(grid_sweep / "summary.csv") as handle:
@@ -94,7 +95,7 @@ def test_optuna_search_reports_best_parameters(tmp_path, synthetic_root):
     assert result.best_params["model.decoder.hidden_size"] in (16, 32) and 1e-4 <= result.best_params["optim.lr"] <= 1e-2
     values = [json.loads((tmp_path / str(j) / "metrics.json").read_text())["select"] for j in range(3)]
     assert not (tmp_path / "3").exists()
-    assert result.best_value == pytest.approx(min(values))  # select_mode=min: the sweeper minimised the loss
+    assert result.best_value == pytest.approx(min(values))  # select_metric=loss: the sweeper minimised it
     assert "Best parameters" in done.stdout + done.stderr
 
 
@@ -130,27 +131,36 @@ def test_train_script_exits_with_the_message_before_hydra(monkeypatch, capsys):
     assert "hydra-optuna-sweeper" in str(exit_info.value.code)
 
 
-def fake_job(sweep_dir, job: str, overrides: list[str], metrics: dict | None, select_mode: str = "max") -> None:
+def fake_job(sweep_dir, job: str, overrides: list[str], metrics: dict | None) -> None:
     """A job folder as Hydra and train() leave it (metrics None: the job died before finishing)."""
     hydra_dir = sweep_dir / job / ".hydra"
     hydra_dir.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-    OmegaConf.save(OmegaConf.create({"train": {"select_mode": select_mode}}), hydra_dir / "config.yaml")
     if metrics is not None:
         (sweep_dir / job / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_summary_puts_unfinished_runs_last_and_refuses_mixed_metrics(tmp_path):
-    from captioning.sweep_summary import summarize_sweep
+@pytest.mark.parametrize("metric, order", [("CIDEr", ["2", "0", "3", "1"]),  # highest first
+                                           ("accuracy", ["2", "0", "3", "1"]),
+                                           ("loss", ["3", "0", "2", "1"]),  # lowest first
+                                           ("perplexity", ["3", "0", "2", "1"])])
+def test_summary_sorts_by_the_metrics_direction_with_unfinished_runs_last(tmp_path, metric, order):
+    from tools.sweep_summary import summarize_sweep
 
     for job, (dropout, value) in enumerate([(0.1, 30.0), (0.2, None), (0.3, 45.5), (0.4, 12.0)]):
-        metrics = None if value is None else {"select_metric": "CIDEr", "select": value, "best": {"epoch": 3, "step": 9}}
+        metrics = None if value is None else {"select_metric": metric, "select": value, "best": {"epoch": 3, "step": 9}}
         fake_job(tmp_path, str(job), ["seed=1", f"model.decoder.dropout={dropout}"], metrics)
     summary = summarize_sweep(tmp_path)
-    assert [row["job"] for row in summary["rows"]] == ["2", "0", "3", "1"]  # CIDEr, highest first; the dead job last
+    assert summary["metric"] == metric
+    assert [row["job"] for row in summary["rows"]] == order  # the dead job last either way
     assert summary["rows"][-1]["status"] == "unfinished" and "seed" not in summary["rows"][0]  # seed was not swept
     assert summary["plot"].is_file()
 
-    fake_job(tmp_path, "4", ["seed=1", "model.decoder.dropout=0.5"], {"select_metric": "loss", "select": 2.0}, "min")
+
+def test_summary_refuses_mixed_metrics(tmp_path):
+    from tools.sweep_summary import summarize_sweep
+
+    fake_job(tmp_path, "0", ["seed=1", "model.decoder.dropout=0.1"], {"select_metric": "CIDEr", "select": 30.0})
+    fake_job(tmp_path, "1", ["seed=1", "model.decoder.dropout=0.5"], {"select_metric": "loss", "select": 2.0})
     with pytest.raises(ValueError, match="different metrics"):
         summarize_sweep(tmp_path)

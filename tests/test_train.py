@@ -4,15 +4,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from captioning.checkpoint import load_checkpoint, load_state
-from captioning.data.dataset import CaptionDataset, ImageLoader, build_transform, collate
-from captioning.engine import bleu_of, greedy_captions
-from captioning.models.captioner import build_model
-from captioning.train import train
+from captioning.data.datasets import CaptionDataset, ImageLoader, collate
+from captioning.data.sources import read_source
+from captioning.data.transforms import build_transform
+from captioning.models.captioner import build_caption_model
+from captioning.tasks import train
+from captioning.training.validation import bleu_of, greedy_captions
 from captioning.vocab import Vocabulary
 
 from tests.conftest import FLICKR, compose_train, tiny_overrides
@@ -129,7 +130,7 @@ def test_real_flickr_images_train(tmp_path):
 def decoded_bleu(model, vocab, records, load_input):
     loader = DataLoader(CaptionDataset(records, vocab, 20, load_input), batch_size=50,
                         sampler=[(i, 0) for i in range(len(records))], collate_fn=collate)
-    captions = greedy_captions(model, loader, vocab, torch.device("cpu"), cached=False, max_length=21)
+    captions = greedy_captions(model, loader, vocab, torch.device("cpu"), cached=False, max_tokens=21)
     return bleu_of(captions, [r.captions for r in records])["BLEU-4"]
 
 
@@ -138,10 +139,10 @@ def test_learning_result_image_drives_the_caption(learned_run):
     path = learned_run / "checkpoints" / "best.pt"
     payload = load_checkpoint(path)
     vocab = Vocabulary(payload["vocab"])
-    model = build_model(payload["model_config"], len(vocab), pretrained=False)
+    model = build_caption_model(payload["model_spec"], len(vocab), pretrained=False)
     load_state(model, payload["model"], path)
     model.eval()
-    records = instantiate(payload["config"]["data"]["source"])["val"]
+    records = read_source(payload["data"]["source"])["val"]
     transform = build_transform(payload["preprocess"])
     real = decoded_bleu(model, vocab, records, ImageLoader(records, transform))
     rng = np.random.default_rng(0)
@@ -151,3 +152,84 @@ def test_learning_result_image_drives_the_caption(learned_run):
     assert real >= 50, real
     assert real - noise >= 25, (real, noise)
     assert json.loads((learned_run / "metrics.json").read_text())["BLEU-4"] >= 50
+
+
+class SkippingScaler:
+    """A GradScaler stand-in whose first `skips` steps overflow: the optimizer step is skipped and the scale drops."""
+
+    def __init__(self, skips: int):
+        self.scale_value, self.skips, self.skipped = 2.0 ** 16, skips, False
+
+    def scale(self, loss):
+        return loss * self.scale_value
+
+    def unscale_(self, optimizer):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad /= self.scale_value
+
+    def get_scale(self) -> float:
+        return self.scale_value
+
+    def step(self, optimizer):
+        self.skipped = self.skips > 0
+        if self.skipped:
+            self.skips -= 1  # inf/NaN gradients: GradScaler leaves the parameters as they are
+        else:
+            optimizer.step()
+
+    def update(self):
+        if self.skipped:
+            self.scale_value /= 2
+
+
+def test_scheduler_does_not_step_when_the_optimizer_step_was_skipped():
+    from captioning.training.loop import train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)  # per-step schedule
+    batches = [{"x": torch.randn(4, 3), "y": torch.randn(4, 1)} for _ in range(3)]
+    seen = []  # (scheduler position, weights) after each step
+
+    def loss_fn(batch):
+        return (model(batch["x"]) - batch["y"]).square().sum(), batch["y"].numel()
+
+    start = model.weight.detach().clone()
+    step, stopped = train_one_epoch(model, batches, optimizer, torch.device("cpu"), loss_fn, step=0, max_steps=None,
+                                    scaler=SkippingScaler(skips=1), scheduler=scheduler, grad_clip=None,
+                                    on_step=lambda s, loss: seen.append((scheduler.last_epoch,
+                                                                         model.weight.detach().clone())))
+    assert (step, stopped) == (3, False)
+    assert torch.equal(seen[0][1], start)  # step 1 overflowed: no update ...
+    assert seen[0][0] == 0  # ... and the schedule stayed where it was
+    assert not torch.equal(seen[1][1], start) and [s for s, _ in seen[1:]] == [1, 2]  # normal steps advance it
+
+
+def test_loss_selects_the_epoch_with_the_lowest_validation_loss(tmp_path, synthetic_root, tiny_run):
+    """train.select_metric=loss: lower is better, so best.pt is the epoch of least validation loss."""
+    cfg = compose_train(tiny_overrides(synthetic_root) + ["train.select_metric=loss", "train.epochs=3",
+                                                          "model.encoder.trainable=false", "train.show_examples=0"],
+                        tmp_path)
+    result = train(cfg)
+    history = [json.loads(line) for line in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    lowest = min(history, key=lambda row: row["loss"])
+    highest = max(history, key=lambda row: row["loss"])
+    assert lowest["epoch"] != highest["epoch"]  # otherwise the direction would not matter
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["epoch"] == lowest["epoch"] and best["metrics"]["loss"] == lowest["loss"]
+    assert result["select_metric"] == "loss" and result["select"] == lowest["loss"]
+    # the default (BLEU-4) is a metric where higher is better
+    history = [json.loads(line) for line in (tiny_run / "validation.jsonl").read_text().splitlines()]
+    best = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    assert best["metrics"]["BLEU-4"] == max(row["BLEU-4"] for row in history)
+
+
+def test_select_mode_is_no_longer_a_key(synthetic_root):
+    """The direction comes from the metric; a leftover train.select_mode override stops composition."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="select_mode"):
+        compose_train(tiny_overrides(synthetic_root) + ["train.select_mode=max"])

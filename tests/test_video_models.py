@@ -3,11 +3,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from captioning.data.clip_dataset import Clips
+from captioning.data.datasets import Clips
 from captioning.decoding import beam_search, greedy_search
+from captioning.models.captioner import build_activity_model, build_caption_model
 from captioning.models.encoders import tiny_cnn
-from captioning.models.video import (TemporalLSTM, TimeDistributed, build_activity_model,
-                                     build_video_caption_model)
+from captioning.models.temporal import TemporalLSTM, TimeDistributed
 
 from tests.conftest import compose_train
 
@@ -32,7 +32,7 @@ def test_folding_time_into_the_batch_equals_a_loop_over_frames():
         B, T = clips.mask.shape
         for b in range(B):
             for t in range(T):
-                expected = encoder(clips.frames[b, t][None])[0] if clips.mask[b, t] else torch.zeros(24)
+                expected = encoder(clips.frames[b, t][None]).pooled[0] if clips.mask[b, t] else torch.zeros(24)
                 assert torch.allclose(out.frames[b, t], expected, atol=1e-5), (b, t)
     assert out.frames.shape == (B, T, 24) and torch.equal(out.mask, clips.mask)
 
@@ -70,7 +70,7 @@ def test_activity_model_gradients_and_frozen_encoder(trainable):
                          "model.temporal.hidden_size=12", f"model.encoder.trainable={str(trainable).lower()}"])
     model = build_activity_model(OmegaConf.to_container(cfg.model, resolve=True), num_classes=4)
     model.train()
-    logits = model(small_clips())
+    logits = model.logits(small_clips())
     assert logits.shape == (3, 4)
     logits.logsumexp(1).sum().backward()
     head = [n for n, p in model.head.named_parameters() if p.grad is None]
@@ -82,15 +82,18 @@ def test_activity_model_gradients_and_frozen_encoder(trainable):
 def test_clip_captioner_decodes_with_the_image_decoding_code():
     cfg = compose_train(["task=video_caption", "model.encoder.image_size=32", "model.encoder.out_dim=16",
                          "model.temporal.hidden_size=12", "model.decoder.hidden_size=16", "model.decoder.embed_size=8"])
-    model = build_video_caption_model(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=11).eval()
+    model = build_caption_model(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=11).eval()
     clips = small_clips()
-    tokens = torch.randint(1, 11, (3, 6))
+    tokens = torch.randint(1, 11, (3, 6))  # no padding: every next word is a target
     with torch.no_grad():
-        assert model(clips, tokens).shape == (3, 6, 11)
-        state = model.decoder.init_state(model.encoder(clips))
+        assert model.decoder.target_logits(model.memory(clips), tokens).shape == (3 * 5, 11)
+        total, count = model(clips, tokens)
+        assert count == 3 * 5 and torch.isfinite(total)
+        memory = model.encoder(clips)
+        state = model.decoder.init_state(memory)
         assert state[0].shape == (1, 3, 16)
-        greedy, _ = greedy_search(model.decoder.step, state, 1, 2, 8)
-        beam, _ = beam_search(model.decoder.step, state, start=1, end=2, beam_size=1, max_length=8)
+        greedy, _ = greedy_search(model.decoder, memory, start=1, end=2, max_tokens=8)
+        beam, _ = beam_search(model.decoder, memory, start=1, end=2, beam_size=1, max_tokens=8)
     assert torch.equal(beam[:, 0], greedy)  # beam 1 is greedy: the clip state drives the same decoding code
 
 
@@ -101,26 +104,29 @@ def test_configured_temporal_pooling_is_checked():
 
 def test_init_from_moves_the_clip_encoder_between_tasks(tmp_path):
     """`train.init_from`: an activity model's frame CNN and clip LSTM start a captioner, and the other way round."""
-    from captioning.checkpoint import save_checkpoint
-    from captioning.video_train import transfer_clip_encoder
+    from captioning.checkpoint import load_checkpoint, save_checkpoint
+    from captioning.tasks.base import part_prefixes, warm_start
 
     overrides = ["model.encoder.image_size=32", "model.encoder.out_dim=16", "model.temporal.hidden_size=12"]
-    activity = build_activity_model(OmegaConf.to_container(compose_train(["task=activity"] + overrides).model,
-                                                           resolve=True), num_classes=4)
-    captioner = build_video_caption_model(OmegaConf.to_container(
-        compose_train(["task=video_caption"] + overrides).model, resolve=True), vocab_size=9)
-    save_checkpoint({"model": activity.state_dict(), "model_config": {}, "vocab": None, "preprocess": {},
-                     "task": "activity"}, tmp_path / "activity.pt")
-    transfer_clip_encoder(captioner.encoder, captioner.decoder.temporal, tmp_path / "activity.pt")
+    activity_spec = OmegaConf.to_container(compose_train(["task=activity"] + overrides).model, resolve=True)
+    caption_spec = OmegaConf.to_container(compose_train(["task=video_caption"] + overrides).model, resolve=True)
+    activity = build_activity_model(activity_spec, num_classes=4)
+    captioner = build_caption_model(caption_spec, vocab_size=9)
+    save_checkpoint({"model": activity.state_dict(), "model_spec": activity_spec, "parts": part_prefixes(activity),
+                     "classes": ["a", "b", "c", "d"], "preprocess": {}, "task": "activity"}, tmp_path / "activity.pt")
+    decoder_before = {name: value.clone() for name, value in captioner.decoder.captioner.state_dict().items()}
+    copied = warm_start(captioner, load_checkpoint(tmp_path / "activity.pt"), tmp_path / "activity.pt")
+    assert sorted(copied) == ["encoder", "temporal"]  # the classifier has no place in a captioner
     for name, value in activity.head.temporal.state_dict().items():
         assert torch.equal(captioner.decoder.temporal.state_dict()[name], value), name
     assert torch.equal(captioner.encoder.state_dict()["encoder.backbone.head.1.weight"],
                        activity.encoder.state_dict()["encoder.backbone.head.1.weight"])
-    fresh = build_activity_model(OmegaConf.to_container(compose_train(["task=activity"] + overrides).model,
-                                                        resolve=True), num_classes=4)
-    save_checkpoint({"model": captioner.state_dict(), "model_config": {}, "vocab": [], "preprocess": {},
-                     "task": "video_caption"}, tmp_path / "captioner.pt")
-    transfer_clip_encoder(fresh.encoder, fresh.head.temporal, tmp_path / "captioner.pt")
+    for name, value in captioner.decoder.captioner.state_dict().items():  # the caption decoder starts fresh
+        assert torch.equal(value, decoder_before[name]), name
+    fresh = build_activity_model(activity_spec, num_classes=4)
+    save_checkpoint({"model": captioner.state_dict(), "model_spec": caption_spec, "parts": part_prefixes(captioner),
+                     "vocab": [], "preprocess": {}, "task": "video_caption"}, tmp_path / "captioner.pt")
+    warm_start(fresh, load_checkpoint(tmp_path / "captioner.pt"), tmp_path / "captioner.pt")
     assert torch.equal(fresh.head.temporal.lstm.weight_ih_l0, activity.head.temporal.lstm.weight_ih_l0)
 
 
@@ -134,3 +140,33 @@ def test_two_stage_description_recipe():
     assert cfg.train.encoder_lr < cfg.optim.lr
     with pytest.raises(InterpolationToMissingValueError, match="activity"):  # stage 1 must be named
         compose_train(["experiment=lrcn_description"]).train.init_from
+
+
+@pytest.mark.parametrize("encoder", [["model/encoder=resnet18", "model.encoder.pretrained=false"],
+                                     ["model/encoder=efficientnet_lite0"]])
+@pytest.mark.parametrize("task", ["activity", "video_caption"])
+def test_clip_tasks_build_with_any_registered_frame_encoder(task, encoder):
+    """`task=... model/encoder=...`: the composed model spec builds, and a forward pass on clips at the encoder's
+    input size gives a finite loss (efficientnet_lite0 loads its packaged weights: no download)."""
+    from captioning.registry import plain
+
+    cfg = compose_train([f"task={task}", *encoder])
+    spec = plain(cfg.model)
+    torch.manual_seed(0)
+    if task == "activity":
+        assert set(spec) == {"encoder", "temporal", "classifier"}
+        model = build_activity_model(spec, num_classes=4, pretrained=spec["encoder"]["pretrained"])
+        target = torch.tensor([0, 3])
+    else:
+        assert set(spec) == {"encoder", "temporal", "decoder"}
+        model = build_caption_model(spec, vocab_size=11, pretrained=spec["encoder"]["pretrained"])
+        target = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    assert model.encoder.out_dim == {"resnet18": 512, "efficientnet_lite0": 1280}[model.encoder.encoder.name]
+    size = model.encoder.preprocess["input_size"]
+    clips = Clips(torch.randn(2, 2, 3, size, size), torch.ones(2, 2, dtype=torch.bool))  # 2 clips x 2 frames
+    total, count = model.train()(clips, target)
+    assert count == (2 if task == "activity" else 5) and torch.isfinite(total) and total.item() > 0
+    total.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing  # the loss reaches every trained part (clip LSTM and classifier or decoder)
+    assert not any(p.requires_grad for p in model.encoder.parameters())  # these encoders are frozen by default

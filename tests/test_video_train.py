@@ -9,18 +9,15 @@ import pytest
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from captioning.checkpoint import CheckpointError
-from captioning.tasks import caption, evaluate
-from captioning.video_evaluation import evaluate_activity, evaluate_video_captions
-from captioning.video_inference import caption_clips
-from captioning.video_train import train_activity, train_video_caption
+from captioning.data.sources import read_source
+from captioning.tasks import TASKS, caption, evaluate, train
 
 from tests.conftest import CONF, ROOT, compose_train
 
-DECODE = {"beam_size": 3, "n_best": 1, "max_length": None, "min_length": 0, "length_penalty": "none", "alpha": 0.7,
+DECODE = {"beam_size": 3, "n_best": 1, "max_words": None, "min_words": 0, "length_penalty": "none", "alpha": 0.7,
           "forbid_unk": False}
 
 
@@ -41,9 +38,10 @@ def losses(run_dir):
 
 def caption_report(run_dir, output_dir):
     """Beam-search the val clips with best.pt -> (report, % of captions naming the true direction)."""
-    report = evaluate_video_captions(run_dir / "checkpoints" / "best.pt", split="val", data=None, output_dir=output_dir,
-                                     decode=DECODE, java="none", spice=False)
-    labels = {r.clip_id: r.label for r in instantiate(OmegaConf.load(run_dir / "config.yaml").data.source)["val"]}
+    report = TASKS.get("video_caption")().evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="val",
+                                                              data=None, output_dir=output_dir, decode=DECODE,
+                                                              java=None, spice=False)
+    labels = {r.clip_id: r.label for r in read_source(OmegaConf.load(run_dir / "config.yaml").data.source)["val"]}
     captions = json.loads((output_dir / "results.json").read_text())
     named = [item["caption"].split()[-1] == labels[item["image_id"]] for item in captions]
     return report, 100.0 * sum(named) / len(named)
@@ -52,7 +50,7 @@ def caption_report(run_dir, output_dir):
 @pytest.fixture(scope="module")
 def activity_run(tmp_path_factory, clip_root):
     run_dir = tmp_path_factory.mktemp("activity-run")
-    metrics = train_activity(compose_train(["task=activity"] + small(clip_root) + ["train.epochs=4"], run_dir))
+    metrics = train(compose_train(["task=activity"] + small(clip_root) + ["train.epochs=4"], run_dir))
     return run_dir, metrics
 
 
@@ -64,7 +62,8 @@ def test_cnn_lstm_recognises_the_direction(activity_run, tmp_path):
     for name in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.json", "config.yaml", "steps.jsonl", "curves.png"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    report = evaluate_activity(run_dir / "checkpoints" / "best.pt", split="test", data=None, output_dir=tmp_path)
+    report = TASKS.get("activity")().evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test", data=None,
+                                                         output_dir=tmp_path)
     assert report["metrics"]["accuracy"] >= 90 and np.array(report["metrics"]["confusion"]).sum() == 40
     assert (tmp_path / "confusion.png").stat().st_size > 1000
     assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 41
@@ -73,8 +72,7 @@ def test_cnn_lstm_recognises_the_direction(activity_run, tmp_path):
 @pytest.mark.slow
 def test_one_frame_cannot_beat_chance(tmp_path, clip_root):
     """Acceptance: the same model shown one frame per clip stays at chance (4 classes: 25%)."""
-    metrics = train_activity(compose_train(["task=activity", "data.frames=1"] + small(clip_root) + ["train.epochs=4"],
-                                           tmp_path))
+    metrics = train(compose_train(["task=activity", "data.frames=1"] + small(clip_root) + ["train.epochs=4"], tmp_path))
     history = [json.loads(line)["accuracy"] for line in (tmp_path / "validation.jsonl").read_text().splitlines()]
     assert max(history) <= 40, history  # 100 val clips: 40% is 3.5 standard deviations above chance
     assert metrics["loss"] > 1.3  # and its validation loss never leaves ln(4) = 1.39
@@ -83,7 +81,7 @@ def test_one_frame_cannot_beat_chance(tmp_path, clip_root):
 @pytest.mark.slow
 def test_video_description_bleu(tmp_path, clip_root):
     """Acceptance: validation BLEU-4 >= 40, trained from scratch (4 of the 8 frames per clip, to stay quick)."""
-    metrics = train_video_caption(compose_train(["task=video_caption"] + small(clip_root) + [
+    metrics = train(compose_train(["task=video_caption"] + small(clip_root) + [
         "data.frames=4", "optim.lr=2e-3", "train.epochs=8"], tmp_path / "run"))
     assert metrics["select"] >= 40, metrics  # BLEU-4 of best.pt on the validation clips (greedy)
     report, _ = caption_report(tmp_path / "run", tmp_path / "eval")
@@ -107,7 +105,7 @@ def test_description_from_the_activity_model_names_the_direction(activity_run, t
 
     monkeypatch.setattr(encoders.ImageEncoder, "forward", counting)
     run_dir = tmp_path / "run"
-    metrics = train_video_caption(compose_train(["task=video_caption"] + small(clip_root) + [
+    metrics = train(compose_train(["task=video_caption"] + small(clip_root) + [
         f"train.init_from={activity_run[0] / 'checkpoints' / 'best.pt'}", "model.temporal.pooling=mean",
         "model.encoder.trainable=false", "train.encoder_lr=3e-4", "train.epochs=6"], run_dir))
     assert metrics["epoch"] == 6 and frames["count"] == (600 + 100) * 8  # every frame once, not once per epoch
@@ -117,10 +115,10 @@ def test_description_from_the_activity_model_names_the_direction(activity_run, t
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")
-    records = instantiate(OmegaConf.load(run_dir / "config.yaml").data.source)["test"][:3]
-    results = caption_clips(OmegaConf.create({"checkpoint": str(run_dir / "checkpoints" / "best.pt"),
-                                              "images": [str(r.path) for r in records] + [str(bad)], "batch_size": 2,
-                                              "device": "cpu", "output": None, "decode": DECODE}))
+    records = read_source(OmegaConf.load(run_dir / "config.yaml").data.source)["test"][:3]
+    results = caption(OmegaConf.create({"checkpoint": str(run_dir / "checkpoints" / "best.pt"),
+                                        "images": [str(r.path) for r in records] + [str(bad)], "batch_size": 2,
+                                        "device": "cpu", "output": None, "decode": DECODE}))
     assert "broken.mp4: not a readable video" in capsys.readouterr().err
     assert [r["clip"] for r in results] == [str(r.path) for r in records]
     assert sum(result["caption"].endswith(record.label) for result, record in zip(results, records)) >= 2
@@ -129,10 +127,10 @@ def test_description_from_the_activity_model_names_the_direction(activity_run, t
 def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):
     base = ["task=activity"] + small(clip_root) + ["data.frames=2", "model.temporal.dropout=0.3", "train.batch_size=128",
                                                    "train.epochs=3"]  # dropout: the RNG state must be restored too
-    train_activity(compose_train(base + ["train.max_steps=7"], tmp_path / "straight"))
-    train_activity(compose_train(base + ["train.max_steps=3"], tmp_path / "stopped"))
-    train_activity(compose_train(base + ["train.max_steps=7", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"],
-                                 tmp_path / "resumed"))
+    train(compose_train(base + ["train.max_steps=7"], tmp_path / "straight"))
+    train(compose_train(base + ["train.max_steps=3"], tmp_path / "stopped"))
+    train(compose_train(base + ["train.max_steps=7", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"],
+                        tmp_path / "resumed"))
     straight, after = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(after) == [4, 5, 6, 7]  # 5 batches per epoch: resumes inside epoch 1, crosses into epoch 2
     for step in after:
@@ -147,7 +145,7 @@ def test_scripts_run_every_task(tmp_path, clip_root):
                    env={**os.environ, "TQDM_DISABLE": "1"})
     cfg = compose_train(["task=video_caption", "train.max_steps=2", "train.epochs=1"] + small(clip_root),
                         tmp_path / "video_caption")
-    instantiate(cfg.task.runner)(cfg)  # what scripts/train.py does with it
+    train(cfg)  # what scripts/train.py does with it
     for task in ("activity", "video_caption"):
         assert torch.load(tmp_path / task / "checkpoints" / "last.pt", weights_only=True)["task"] == task
     assert "accuracy" in json.loads((tmp_path / "activity" / "metrics.json").read_text())["test"]  # train.evaluate_test
@@ -156,9 +154,10 @@ def test_scripts_run_every_task(tmp_path, clip_root):
         cfg = compose("evaluate", [f"checkpoint={tmp_path / task / 'checkpoints' / 'last.pt'}", "max_images=8",
                                    f"output_dir={tmp_path / 'eval' / task}", "java=none"])
         report = evaluate(cfg)  # what scripts/evaluate.py prints
-        assert report["mode"] == task and expected in report["summary"]
+        assert report["task"] == task and expected in report["summary"]
     assert (tmp_path / "eval" / "activity" / "confusion.png").is_file()
-    clips = [str(r.path) for r in instantiate(OmegaConf.load(tmp_path / "video_caption" / "config.yaml").data.source)["test"][:2]]
+    source = OmegaConf.load(tmp_path / "video_caption" / "config.yaml").data.source
+    clips = [str(r.path) for r in read_source(source)["test"][:2]]
     captions = subprocess.run([sys.executable, str(ROOT / "scripts" / "caption.py"),
                                f"checkpoint={tmp_path / 'video_caption' / 'checkpoints' / 'last.pt'}",
                                f"images=[{','.join(clips)}]", "device=cpu"], check=True, capture_output=True, text=True,
@@ -172,11 +171,3 @@ def test_scripts_run_every_task(tmp_path, clip_root):
 def compose(config_name: str, overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return hydra_compose(config_name, overrides=overrides)
-
-
-def test_clip_tasks_refuse_torchrun(tmp_path, clip_root, monkeypatch):
-    """Each torchrun process would train alone and write the same run folder: refuse before any work."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="clip tasks train in one process"):
-        train_activity(compose_train(["task=activity"] + small(clip_root), tmp_path / "run"))
-    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""Vocabulary rules: train split only, min_count, specials, <unk>, max_length."""
+"""Vocabulary rules: train split only, min_count, specials, <unk>, the cut at vocab.max_words."""
 from captioning.vocab import SPECIALS, Vocabulary, tokenize
 
 
@@ -16,7 +16,7 @@ def test_min_count_and_unknown_words():
     assert vocab.decode(vocab.encode("a cat runs", 20)) == "a <unk> runs"
 
 
-def test_max_length_cuts_words_not_specials():
+def test_max_words_cuts_words_not_specials():
     vocab = Vocabulary.build(["one two three four five"], min_count=1)
     ids = vocab.encode("one two three four five", 3)
     assert ids[0] == vocab.start and ids[-1] == vocab.end and vocab.decode(ids) == "one two three"
@@ -29,7 +29,7 @@ def test_tokenizer_needs_no_nltk_data_and_drops_punctuation():
 def test_vocabulary_is_built_from_train_split_only(tiny_run):
     import json
 
-    from captioning.data.synthetic import COLOURS
+    from captioning.data.sources.drawing import COLOURS
 
     words = json.loads((tiny_run / "vocab.json").read_text())
     assert words[:4] == list(SPECIALS) and set(COLOURS) <= set(words)

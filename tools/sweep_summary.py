@@ -1,4 +1,8 @@
-"""Collect the runs of a Hydra multirun folder into one table sorted by the selection metric, a CSV and a plot."""
+"""Collect the runs of a Hydra multirun folder into one table sorted by the selection metric, a CSV and a plot.
+
+Which way is better comes from the metric itself (`captioning.tasks.direction`: lower for loss and
+perplexity, higher for the others), as the training run chose its best.pt.
+"""
 from __future__ import annotations
 
 import csv
@@ -9,13 +13,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from captioning.tasks import direction
+
 
 @dataclass
 class SweepRun:
     job: str                              # the job folder, relative to the sweep folder (Hydra's job number)
     params: dict[str, str]                # command-line overrides of this job, as Hydra saved them
     metrics: dict | None                  # metrics.json, None when the job did not finish
-    select_mode: str                      # max | min, from the job's train.select_mode
 
 
 def load_runs(sweep_dir: str | Path) -> list[SweepRun]:
@@ -25,11 +30,9 @@ def load_runs(sweep_dir: str | Path) -> list[SweepRun]:
     for overrides_file in sweep_dir.glob("**/.hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
         params = dict(item.lstrip("+~").split("=", 1) for item in OmegaConf.load(overrides_file) if "=" in item)
-        config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        runs.append(SweepRun(str(job_dir.relative_to(sweep_dir)), params, metrics,
-                             OmegaConf.select(config, "train.select_mode", default="max")))
+        runs.append(SweepRun(str(job_dir.relative_to(sweep_dir)), params, metrics))
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no Hydra job folders (*/.hydra/overrides.yaml) under it")
     return sorted(runs, key=lambda run: [int(p) if p.isdigit() else p for p in Path(run.job).parts])
@@ -45,12 +48,10 @@ def summary_rows(runs: list[SweepRun]) -> tuple[str, list[dict]]:
     """(selection metric name, one row per run) sorted best first; unfinished runs come last."""
     finished = [run for run in runs if run.metrics is not None]
     metric_names = {run.metrics["select_metric"] for run in finished}
-    modes = {run.select_mode for run in finished}
-    if len(metric_names) > 1 or len(modes) > 1:
-        raise ValueError(f"runs select on different metrics {sorted(metric_names)} / modes {sorted(modes)}; "
-                         "summarise each sweep on its own")
+    if len(metric_names) > 1:
+        raise ValueError(f"runs select on different metrics {sorted(metric_names)}; summarise each sweep on its own")
     metric = metric_names.pop() if metric_names else "select"
-    sign = -1 if modes == {"max"} else 1
+    sign = -1 if direction(metric) == "maximize" else 1
     swept = swept_parameters(runs)
     rows = []
     for run in runs:

@@ -90,6 +90,10 @@ class Clips:
     def __len__(self) -> int:
         return self.mask.size(0)
 
+    @property
+    def device(self) -> torch.device:
+        return self.frames.device
+
 
 def stack_clips(inputs: list[ClipInput]) -> Clips:
     frames, mask = zip(*inputs)

@@ -43,12 +43,12 @@ def train(cfg: DictConfig) -> dict:
     device = distributed.setup(cfg.train.device)
     seed_everything(rank_seed(cfg.seed, distributed.rank()))
     amp_dtype = resolve_amp(cfg.train.amp, device)
+    resume = read_checkpoint(cfg.train.resume, expect_task=task.name)[0] if cfg.train.resume else None
+    init = read_checkpoint(cfg.train.init_from)[0] if cfg.train.get("init_from") else None
     run_log = RunLog(cfg.run_dir, cfg.train.log_every)
     run_log.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if run_log.active:
         write_provenance(cfg.run_dir, cfg.seed)  # git commit (+ diff), package versions, seed, command, host, time
-    resume = read_checkpoint(cfg.train.resume, expect_task=task.name)[0] if cfg.train.resume else None
-    init = read_checkpoint(cfg.train.init_from)[0] if cfg.train.get("init_from") else None
     run = task.setup(cfg, device, amp_dtype, resume, init, run_log)
     result = fit(cfg, run, device, amp_dtype, resume, run_log)
     if distributed.is_main():

@@ -18,7 +18,7 @@ from captioning.checkpoint import load_state
 from captioning.data.datasets import LabelledClips, collate_labelled_clips
 from captioning.data.features import cache_features
 from captioning.data.inputs import ClipInputs
-from captioning.data.loading import load_splits, make_loader
+from captioning.data.loading import make_loader
 from captioning.data.records import check_inputs
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources.clips import check_labels
@@ -75,12 +75,7 @@ class ActivityTask(Task):
 
     def setup(self, cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
               init: dict | None, run_log: RunLog) -> TaskRun:
-        if not distributed.is_main():
-            distributed.barrier()  # rank 0 reads (and maybe generates) the clips first
-        splits = load_splits(cfg.data, captions=False)
-        if distributed.is_main():
-            distributed.barrier()
-        self.has_test = bool(splits.get("test"))
+        splits = self.load_data(cfg, captions=False)
         start = resume or init
         shared = shared_parts(self.model_parts, start)
         classes = check_labels(splits, start["classes"] if self.label_part in shared else None)

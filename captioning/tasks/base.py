@@ -14,7 +14,9 @@ from typing import ClassVar
 import torch
 from omegaconf import DictConfig
 
+from captioning import distributed
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.data.loading import load_splits
 from captioning.registry import Registry, SpecError
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
@@ -28,6 +30,16 @@ class Task:
     name: ClassVar[str]
     metrics: ClassVar[dict[str, str]]  # validation metric -> "max" | "min": which way is better
     label_part: ClassVar[str]          # the model part that reads the labels (decoder: vocabulary, classifier: classes)
+
+    def load_data(self, cfg: DictConfig, captions: bool) -> dict[str, list]:
+        """The run's splits, checked; rank 0 reads (and maybe generates) them first, the other ranks after it."""
+        if not distributed.is_main():
+            distributed.barrier()
+        splits = load_splits(cfg.data, captions=captions)
+        if distributed.is_main():
+            distributed.barrier()
+        self.has_test = bool(splits.get("test"))
+        return splits
 
     def setup(self, cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
               init: dict | None, run_log: RunLog) -> TaskRun:

@@ -11,11 +11,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from captioning import distributed
-from captioning.checkpoint import CheckpointError
 from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureStore, cache_features, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
-from captioning.data.loading import load_splits, make_loader
+from captioning.data.loading import make_loader
 from captioning.data.records import DataError, check_inputs, clean_captions
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
@@ -70,12 +69,7 @@ class CaptionTask(Task):
 
     def setup(self, cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
               init: dict | None, run_log: RunLog) -> TaskRun:
-        if not distributed.is_main():
-            distributed.barrier()  # rank 0 reads (and maybe generates) the data first
-        splits = load_splits(cfg.data, captions=True)
-        if distributed.is_main():
-            distributed.barrier()
-        self.has_test = bool(splits.get("test"))
+        splits = self.load_data(cfg, captions=True)
         start = resume or init
         shared = shared_parts(self.model_parts, start)
         if self.label_part in shared:  # the decoder comes from the checkpoint: so do the words it was trained on
@@ -200,7 +194,7 @@ class CaptionTask(Task):
         kind = captioner.inputs.kind
         records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")
         # Only the best caption is scored; an unset max_words means the training cap, recorded as such.
-        decode = {**decode, "n_best": 1, "max_words": captioner.max_words if decode["max_words"] is None
+        decode = {**decode, "n_best": 1, "max_words": captioner.max_words if decode.get("max_words") is None
                   else decode["max_words"]}
         start = time.perf_counter()
         captions = captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode)

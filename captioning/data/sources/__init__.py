@@ -10,9 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from captioning.registry import Registry
-
-SOURCES = Registry("data source")
+from captioning.data.sources import clips, coco, flickr, karpathy, synthetic  # noqa: F401  (register the sources)
+from captioning.data.sources.registry import SOURCES
 
 
 def read_source(spec: Any, where: str = "data.source") -> dict[str, list]:
@@ -20,7 +19,3 @@ def read_source(spec: Any, where: str = "data.source") -> dict[str, list]:
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
     return SOURCES.build(spec, where)
-
-
-# Imported after SOURCES exists: each module registers its sources into it.
-from captioning.data.sources import clips, coco, flickr, karpathy, synthetic  # noqa: E402,F401

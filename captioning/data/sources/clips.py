@@ -14,7 +14,7 @@ from pathlib import Path
 
 from captioning.data.clips import ClipRecord
 from captioning.data.records import DataError, first_items
-from captioning.data.sources import SOURCES
+from captioning.data.sources.registry import SOURCES, read_splits
 from captioning.data.sources.coco import read_coco
 
 
@@ -68,13 +68,8 @@ def read_split(split: str, clips: str | Path, labels: str | Path | None = None,
 @SOURCES.register("clips")
 def clip_splits(train: dict | None = None, val: dict | None = None, test: dict | None = None) -> dict[str, list[ClipRecord]]:
     """Each split given as `{clips, labels, annotations}` (see the module docstring)."""
-    splits = {}
-    for split, paths in (("train", train), ("val", val), ("test", test)):
-        if paths:
-            if "clips" not in paths:
-                raise DataError(f"data.{split}: missing key 'clips' (the folder holding the clips)")
-            splits[split] = read_split(split, paths["clips"], paths.get("labels"), paths.get("annotations"))
-    return splits
+    return read_splits({"train": train, "val": val, "test": test}, ("clips",),
+                       lambda split, files: read_split(split, files["clips"], files.get("labels"), files.get("annotations")))
 
 
 def check_labels(splits: dict[str, list[ClipRecord]], classes: list[str] | None = None) -> list[str]:

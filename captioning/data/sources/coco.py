@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from captioning.data.records import CaptionRecord, DataError, first_items
-from captioning.data.sources import SOURCES
+from captioning.data.sources.registry import SOURCES, read_splits, require_keys
 
 
 def read_json(path: str | Path) -> dict | list:
@@ -22,13 +22,6 @@ def read_json(path: str | Path) -> dict | list:
         raise DataError(f"{path}: malformed JSON ({error})") from error
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text ({error})") from error
-
-
-def require_keys(mapping: dict, keys: tuple[str, ...], where: str) -> None:
-    """A DataError naming `where` and the keys it lacks."""
-    missing = [key for key in keys if key not in mapping]
-    if missing:
-        raise DataError(f"{where}: missing key(s) {missing}")
 
 
 def read_coco(annotations: str | Path, images: str | Path, split: str) -> list[CaptionRecord]:
@@ -65,9 +58,5 @@ def read_coco(annotations: str | Path, images: str | Path, split: str) -> list[C
 @SOURCES.register("coco")
 def coco_splits(train: dict | None = None, val: dict | None = None, test: dict | None = None) -> dict[str, list[CaptionRecord]]:
     """Each split given as `{annotations: captions_*.json, images: folder}`."""
-    splits = {}
-    for split, paths in (("train", train), ("val", val), ("test", test)):
-        if paths:
-            require_keys(paths, ("annotations", "images"), f"data.{split}")
-            splits[split] = read_coco(paths["annotations"], paths["images"], split)
-    return splits
+    return read_splits({"train": train, "val": val, "test": test}, ("annotations", "images"),
+                       lambda split, files: read_coco(files["annotations"], files["images"], split))

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from captioning.data.records import SPLITS, CaptionRecord, DataError, first_items
-from captioning.data.sources import SOURCES
+from captioning.data.sources.registry import SOURCES
 from captioning.data.sources.coco import read_json
 
 

@@ -5,8 +5,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from captioning.data.records import CaptionRecord, DataError
-from captioning.data.sources import SOURCES
-from captioning.data.sources.coco import read_json, require_keys
+from captioning.data.sources.registry import SOURCES
+from captioning.data.sources.coco import read_json
+from captioning.data.sources.registry import require_keys
 
 
 @SOURCES.register("karpathy")
