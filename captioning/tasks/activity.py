@@ -94,7 +94,7 @@ class ActivityTask(Task):
             for split, load in loads.items():
                 table = cache_features(model.encoder, load, len(splits[split]), stack=inputs.stack,
                                        batch_size=cfg.train.batch_size, device=device, num_workers=cfg.data.num_workers,
-                                       desc=f"encoding {split} clips")
+                                       amp_dtype=amp_dtype, desc=f"encoding {split} clips")
                 loads[split] = lambda i, table=table: (table["frames"][i], table["mask"][i])
 
         sets = {split: LabelledClips(splits[split], classes, loads[split]) for split in ("train", "val")}
