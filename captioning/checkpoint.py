@@ -9,6 +9,7 @@ Checkpoints written before format 2 stored Hydra `_target_`s and are refused (re
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from captioning.registry import find_code_reference
 FORMAT = 2
 REQUIRED_KEYS = ("format", "task", "model", "model_spec", "preprocess")
 STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")  # tensors and library state, never instantiated
+RESUME_KEYS = ("optimizer", "rng", "epoch", "batch_in_epoch", "step")  # what train.resume needs besides the weights
 
 
 class CheckpointError(RuntimeError):
@@ -29,21 +31,58 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write to a temporary file in the same folder, flush it to disk, then rename over `path`.
 
-    A run killed at any moment leaves either the previous file or the new one, never a torn one.
+    A run killed at any moment leaves either the previous file or the new one, never a torn one (and at most
+    a `*.tmp` file, removed at the next start: training/run_log.py). A full disk is reported first, with the path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "wb") as file:
             torch.save({"format": FORMAT, **payload}, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; give it the permissions of other outputs
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        reason = disk_full(error)
+        if reason:
+            raise CheckpointError(f"{reason} while writing {path}: the checkpoint was not saved and any previous "
+                                  f"{path.name} is unchanged; free space (or write elsewhere) and resume") from error
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (other threads may be creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def disk_full(error: BaseException) -> str | None:
+    """"No space left on device" (or a full quota) when that is what `error` or one it was raised from reports.
+
+    torch.save buries the OSError under `RuntimeError: [enforce fail at inline_container.cc...]`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return os.strerror(error.errno)
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if os.strerror(code) in str(error):
+                return os.strerror(code)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False,
@@ -54,7 +93,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: " + ("a folder, not a checkpoint file" if path.is_dir() else "checkpoint not found"))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: an empty file (0 bytes), not a checkpoint")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises many types for torn, truncated or foreign files
@@ -81,8 +122,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return payload
 
 
+def check_finite(state_dict: dict, path: str | Path, what: str = "model") -> None:
+    """Refuse weights holding NaN or Inf (a run that diverged), naming the first such tensors."""
+    bad = [name for name, value in state_dict.items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        part = "" if what == "model" else f"the {what}'s "  # a part's state dict names tensors inside the part
+        raise CheckpointError(f"{path}: non-finite weights (NaN or Inf) in {part}{', '.join(bad[:3])}{more}; "
+                              "the run that wrote it diverged: use an earlier checkpoint")
+
+
+def check_resumable(payload: dict, path: str | Path) -> None:
+    """`train.resume` needs training progress (optimizer, RNG, position) and finite weights."""
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it, it has no {missing} (a weights-only file? "
+                              "use train.init_from to start a new run from its weights)")
+    check_finite(payload["model"], path)
+
+
 def load_state(module: torch.nn.Module, state_dict: dict, path: str | Path, what: str = "model") -> None:
-    """`load_state_dict` with an error that names the checkpoint and the first mismatches."""
+    """`load_state_dict` with an error that names the checkpoint and the first mismatches or non-finite tensors."""
+    check_finite(state_dict, path, what)
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as error:

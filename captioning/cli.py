@@ -8,9 +8,10 @@ from typing import Callable
 from captioning.checkpoint import CheckpointError
 from captioning.data.images import ImageReadError
 from captioning.data.records import DataError
+from captioning.options import OptionError
 from captioning.registry import SpecError
 
-USER_ERRORS = (CheckpointError, DataError, SpecError, ImageReadError)
+USER_ERRORS = (CheckpointError, DataError, SpecError, ImageReadError, OptionError)
 
 
 def reports_errors(main: Callable) -> Callable:

@@ -5,13 +5,23 @@ untrusted files (checkpoints, saved data configs, feature-store headers); both g
 so nothing read from a file can choose the code that runs: the name must be registered, every
 argument must be a parameter of that constructor, and every value must be plain JSON data
 (None, bool, int, float, str, and lists or string-keyed dicts of them) without a `_target_` key.
+An argument whose parameter has a simple annotation (int, float, bool, str, a path, or a union of these
+with None) must have that type: `model.decoder.hidden_size: expected an int, found 'abc'`.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import types
+import typing
+from pathlib import Path
 from typing import Any, Callable
 
 PLAIN_SCALARS = (type(None), bool, int, float, str)
+# The annotations an argument is checked against, with what a value of each looks like in a spec
+# (ints are numbers, bools are not ints, a path is given as a string).
+SIMPLE_TYPES = {int: "an int", float: "a number", bool: "a bool", str: "a string", Path: "a string",
+                type(None): "null"}
 
 
 def plain(node: Any) -> Any:
@@ -23,6 +33,42 @@ def plain(node: Any) -> Any:
 
 class SpecError(ValueError):
     """A spec that names an unregistered component, an unknown argument, or a value that is not plain data."""
+
+
+def _fits(value: Any, annotation: type) -> bool:
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)  # str, Path
+
+
+@functools.cache
+def simple_annotations(constructor: Callable) -> dict[str, tuple[type, ...]]:
+    """{parameter: the types its annotation admits} for each parameter annotated with SIMPLE_TYPES (or a union
+    of them); parameters with any other annotation, or none, are not listed (their values are not type-checked)."""
+    try:
+        hints = typing.get_type_hints(constructor.__init__ if inspect.isclass(constructor) else constructor)
+    except (NameError, TypeError, AttributeError):  # an annotation that does not evaluate: no type checks
+        return {}
+    simple = {}
+    for name, hint in hints.items():
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if name != "return" and all(member in SIMPLE_TYPES for member in members):
+            simple[name] = members
+    return simple
+
+
+def wrong_type(value: Any, admitted: tuple[type, ...], key: str) -> str | None:
+    """`key: expected an int, found 'abc'` when `value` fits none of the `admitted` types; None when it fits."""
+    if any(_fits(value, annotation) for annotation in admitted):
+        return None
+    expected = " or ".join(dict.fromkeys(SIMPLE_TYPES[annotation] for annotation in admitted))
+    return f"{key}: expected {expected}, found {value!r}"
 
 
 def find_code_reference(value: Any, key: str) -> str | None:
@@ -95,6 +141,10 @@ class Registry:
         if unknown and not takes_any:
             raise SpecError(f"{where}.{unknown[0]}: not an argument of {self.kind} {spec['name']!r} "
                             f"(it takes {', '.join(sorted(allowed)) or 'none'})")
+        for name, admitted in simple_annotations(constructor).items():
+            problem = wrong_type(arguments[name], admitted, f"{where}.{name}") if name in arguments else None
+            if problem:
+                raise SpecError(problem)
         return spec["name"], arguments
 
     def build(self, spec: Any, where: str, **supplied) -> Any:

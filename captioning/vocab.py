@@ -8,6 +8,8 @@ from typing import Iterable
 
 from nltk.tokenize import RegexpTokenizer
 
+from captioning.data.records import DataError
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # PAD must stay 0: padding is masked by index
 
@@ -24,7 +26,9 @@ class Vocabulary:
     def __init__(self, words: Iterable[str]):
         words = list(words)
         if tuple(words[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"a vocabulary must start with {SPECIALS}")
+            raise DataError(f"a vocabulary must start with {SPECIALS}")
+        if not all(isinstance(word, str) and word for word in words) or len(set(words)) != len(words):
+            raise DataError("a vocabulary must be a list of distinct, non-empty words")
         self.itos = words
         self.stoi = {word: index for index, word in enumerate(words)}
         self.pad, self.start, self.end, self.unk = (self.stoi[token] for token in SPECIALS)
@@ -66,4 +70,15 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
-        return cls(json.loads(Path(path).read_text()))
+        try:
+            return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, DataError, TypeError) as error:
+            raise DataError(f"{path}: not a vocabulary file ({error})") from error
+
+
+def check_vocabulary(vocab: Vocabulary, min_count: int, source: str) -> None:
+    """Refuse a vocabulary of special tokens only: no word of the training captions occurs `min_count` times,
+    so every caption would be `<unk>`s and a run would "train" without learning a word."""
+    if len(vocab) <= len(SPECIALS):
+        raise DataError(f"{source}: no word occurs {min_count} or more times in the training captions, so the "
+                        f"vocabulary holds only {', '.join(SPECIALS)} (lower vocab.min_count, or check the captions)")

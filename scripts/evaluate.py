@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from captioning.cli import reports_errors  # noqa: E402
+from captioning.options import check_options  # noqa: E402
 from captioning.evaluation.report import format_table, score_results_file  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -21,12 +22,13 @@ log = logging.getLogger("evaluate")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @reports_errors
 def main(cfg: DictConfig) -> None:
+    check_options(cfg, "evaluate")  # results mode too: every option typed and in range before any work
     java = None if cfg.java == "none" else cfg.java
     if cfg.results or cfg.annotations:
         if not (cfg.results and cfg.annotations) or cfg.checkpoint:
             raise SystemExit("results mode needs both results=... and annotations=... (and no checkpoint=...)")
         report = score_results_file(cfg.results, cfg.annotations, cfg.output_dir, allow_partial=cfg.allow_partial,
-                                    java=java, spice=cfg.spice)
+                                    java=java, spice=cfg.spice, meteor=cfg.meteor, overwrite=cfg.overwrite)
     elif cfg.checkpoint:
         from captioning.tasks import evaluate  # torch and the model: results mode does without
 

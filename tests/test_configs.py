@@ -139,10 +139,13 @@ def test_models_and_data_name_no_code():
 def spec_of(node: DictConfig) -> dict:
     """A spec as plain data, resolved; where it interpolates a mandatory value left unset (`???`, as
     `data.source.captions_file: ${data.captions_file}`), unresolved: the names and arguments are what is checked."""
-    try:
-        return plain(node)
-    except (MissingMandatoryValue, InterpolationToMissingValueError):
-        return OmegaConf.to_container(node, resolve=False)
+    spec = {}
+    for key in node:
+        try:
+            spec[key] = plain(node[key])
+        except (MissingMandatoryValue, InterpolationToMissingValueError):
+            spec[key] = OmegaConf.to_container(node, resolve=False)[key]
+    return spec
 
 
 def component_specs(cfg: DictConfig) -> list[tuple[str, object, dict, tuple[str, ...]]]:

@@ -137,13 +137,15 @@ def test_bad_clip_found_before_training_with_the_image_policy(tmp_path):
     ({"features": "store.pt"}, "data.features .* not supported for clips"),
 ])
 def test_clips_refuse_image_only_options(tmp_path, option, message):
-    write_frames(tmp_path / "c0", [1, 2])
-    (tmp_path / "labels.csv").write_text("clip,label\nc0,a\n")
-    split = {"clips": str(tmp_path), "labels": str(tmp_path / "labels.csv")}
-    data = {"source": {"name": "clips", "train": split, "val": split}, "verify_images": "header", **option}
+    splits = {}
+    for split, clip in (("train", "c0"), ("val", "c1")):  # one clip per split: no clip may be in two splits
+        write_frames(tmp_path / clip, [1, 2])
+        (tmp_path / f"{split}.csv").write_text(f"clip,label\n{clip},a\n")
+        splits[split] = {"clips": str(tmp_path), "labels": str(tmp_path / f"{split}.csv")}
+    data = {"source": {"name": "clips", **splits}, "verify_images": "header", **option}
     with pytest.raises(DataError, match=message):
         load_splits(data, captions=False)
-    assert [r.clip_id for r in load_splits({**data, **{key: None for key in option}}, captions=False)["val"]] == ["c0"]
+    assert [r.clip_id for r in load_splits({**data, **{key: None for key in option}}, captions=False)["val"]] == ["c1"]
 
 
 @pytest.mark.parametrize("text, message", [

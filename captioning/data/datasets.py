@@ -13,20 +13,26 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from captioning.data.clips import ClipRecord
-from captioning.data.images import load_rgb
+from captioning.data.images import MAX_IMAGE_PIXELS, load_rgb
 from captioning.data.records import CaptionRecord
 from captioning.vocab import Vocabulary
 
 
 class ImageLoader:
-    """`index -> normalised image tensor (3, H, W)` for a list of records."""
+    """`index -> normalised image tensor (3, H, W)` for a list of records.
 
-    def __init__(self, records: list[CaptionRecord], transform: Callable[[Image.Image], torch.Tensor]):
+    `size`: let JPEGs decode at reduced scale down to this many pixels per side (`data.jpeg_draft`, with
+    `transforms.decode_size(preprocess)`); None decodes at full size. `max_pixels`: `data.max_image_pixels`.
+    """
+
+    def __init__(self, records: list[CaptionRecord], transform: Callable[[Image.Image], torch.Tensor],
+                 size: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS):
         self.paths = [record.image_path for record in records]
         self.transform = transform
+        self.size, self.max_pixels = size, max_pixels
 
     def __call__(self, index: int) -> torch.Tensor:
-        return self.transform(load_rgb(self.paths[index]))
+        return self.transform(load_rgb(self.paths[index], self.size, self.max_pixels))
 
 
 class CaptionDataset(Dataset):

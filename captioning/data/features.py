@@ -6,12 +6,11 @@ Layout of a store folder:
   features.npy   (N, D) float16 (or float32) memory map
   done.npy       (N,) bool: rows already written, so an interrupted extraction resumes where it stopped
   grid.npy       optional (N, h * w, C) spatial feature grid (for attention models)
+Every file is checked against header.json (sizes; at completion, per-chunk checksums): `data/store_files.py`.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,8 +21,9 @@ from tqdm import tqdm
 
 from captioning.data.datasets import Clips, ImageLoader
 from captioning.data.records import CaptionRecord, DataError, first_items
+from captioning.data.store_files import (array_shapes, check_arrays, checksums, no_space, read_header, read_index,
+                                         reserve, write_json)
 from captioning.data.transforms import build_transform
-from captioning.registry import find_code_reference
 from captioning.runtime import autocast
 
 ImageEncoder = Any  # models.encoders.ImageEncoder: name, weights, preprocess, out_dim (data does not import models)
@@ -31,19 +31,6 @@ ImageEncoder = Any  # models.encoders.ImageEncoder: name, weights, preprocess, o
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: unreadable feature-store file ({type(error).__name__}: {error})") from error
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
 
 
 def encoder_identity(encoder: ImageEncoder) -> dict:
@@ -112,38 +99,29 @@ def cache_features(encoder: torch.nn.Module, load: Callable[[int], Any], count: 
 def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output: str | Path, *, device: torch.device,
                      batch_size: int = 64, num_workers: int = 0, dtype: str = "float16", store_grid: bool = False,
                      amp_dtype: torch.dtype | None = None) -> Path:
-    """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different one."""
+    """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different or damaged one."""
     if encoder.weights is None:
-        raise ValueError(f"encoder {encoder.name!r} has no pretrained weights: features of a random network "
-                         "are not worth caching (set model.encoder.pretrained=true)")
+        raise DataError(f"encoder {encoder.name!r} has no pretrained weights: features of a random network "
+                        "are not worth caching (set model.encoder.pretrained=true)")
     output = Path(output).expanduser()
     ids, paths = unique_images(records)
     identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype, "count": len(ids)}
     if (output / "header.json").is_file():
-        header, index = read_json(output / "header.json"), read_json(output / "index.json")
-        if {k: header.get(k) for k in identity} != identity or index.get("ids") != ids:
-            raise DataError(f"{output}: an existing feature store for other images or another encoder; "
-                            "choose another output folder or delete it")
+        header = open_for_resume(output, identity, ids, store_grid)
     else:
-        output.mkdir(parents=True, exist_ok=True)
-        _write_json(output / "index.json", {"ids": ids, "paths": paths})
-        np.lib.format.open_memmap(output / "features.npy", mode="w+", dtype=dtype, shape=(len(ids), encoder.out_dim)).flush()
-        np.lib.format.open_memmap(output / "done.npy", mode="w+", dtype=bool, shape=(len(ids),)).flush()
-        _write_json(output / "header.json", {**identity, "grid": None, "complete": False})
+        grid_shape = None
+        if store_grid:
+            size = encoder.preprocess["input_size"]
+            with torch.no_grad():
+                probe = encoder.eval().to(device)(torch.zeros(1, 3, size, size, device=device)).grid  # (1, N, C)
+            grid_shape = list(probe.shape[1:])
+        header = create_store(output, {**identity, "grid": grid_shape, "complete": False}, ids, paths)
     features = np.load(output / "features.npy", mmap_mode="r+")
     done = np.load(output / "done.npy", mmap_mode="r+")
+    grid = np.load(output / "grid.npy", mmap_mode="r+") if header["grid"] is not None else None
     todo = np.flatnonzero(~done).tolist()
     if todo and len(todo) < len(ids):
         log.info("%s: resuming, %d of %d images already done", output, len(ids) - len(todo), len(ids))
-
-    grid = None
-    if store_grid:
-        size = encoder.preprocess["input_size"]
-        with torch.no_grad():
-            probe = encoder.eval().to(device)(torch.zeros(1, 3, size, size, device=device)).grid  # (1, N, C)
-        grid_path = output / "grid.npy"
-        grid = (np.load(grid_path, mmap_mode="r+") if grid_path.is_file() else
-                np.lib.format.open_memmap(grid_path, mode="w+", dtype=dtype, shape=(len(ids), *probe.shape[1:])))
 
     images = ImageLoader([CaptionRecord(i, Path(p), "", []) for i, p in zip(ids, paths)], build_transform(encoder.preprocess))
     for rows, out in encode_rows(encoder, images, todo, stack=torch.stack, batch_size=batch_size, device=device,
@@ -156,37 +134,69 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
         features.flush()  # features reach the disk before their rows are marked done
         done[rows] = True
         done.flush()
-    verify_store(output, expected_count=len(ids), expected_dim=encoder.out_dim)
-    header = read_json(output / "header.json")
-    _write_json(output / "header.json", {**header, "grid": list(grid.shape[1:]) if grid is not None else None, "complete": True})
+    del features, done, grid
+    # One pass over the finished arrays: refuses NaN/Inf rows, and records the checksums every reader verifies
+    # (an old store without them gets them here; one that has them must still match them).
+    sums = checksums(output, header, ids, verify=header["complete"] and "checksums" in header)
+    write_json(output / "header.json", {**header, "complete": True, "checksums": sums})
     return output
 
 
-def verify_store(path: Path, expected_count: int, expected_dim: int) -> None:
-    features = np.load(path / "features.npy", mmap_mode="r")
-    done = np.load(path / "done.npy", mmap_mode="r")
-    if features.shape != (expected_count, expected_dim):
-        raise DataError(f"{path}: features have shape {features.shape}, expected {(expected_count, expected_dim)}")
-    if not done.all():
-        raise DataError(f"{path}: {int((~done).sum())} rows were never written")
-    if not np.isfinite(features).all():
-        raise DataError(f"{path}: non-finite feature values")
+def create_store(output: Path, header: dict, ids: list[str], paths: list[str]) -> dict:
+    """A new store's files, their space reserved; on failure (a full disk) the files made so far are removed."""
+    found = [name for name in (*array_shapes(header), "grid.npy", "index.json") if (output / name).exists()]
+    if found:  # someone else's files, or a creation killed half-way: neither is to be written over
+        raise DataError(f"{output / found[0]}: exists, but {output} has no header.json: not a feature store this "
+                        "project finished creating; delete these files or choose another output folder")
+    created: list[Path] = []
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, (shape, dtype) in array_shapes(header).items():
+            created.append(output / name)
+            try:
+                np.lib.format.open_memmap(output / name, mode="w+", dtype=dtype, shape=shape).flush()
+            except OSError as error:
+                raise no_space(output / name, error) from None
+            reserve(output / name)
+        created.append(output / "index.json")
+        write_json(output / "index.json", {"ids": ids, "paths": paths})
+        write_json(output / "header.json", header)  # last: a folder without it is not a store yet
+    except (DataError, OSError) as error:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise error if isinstance(error, DataError) else no_space(output, error) from None
+    return header
+
+
+def open_for_resume(output: Path, identity: dict, ids: list[str], store_grid: bool) -> dict:
+    """An existing store's header, when this extraction may continue it: same encoder and images, a grid if one is
+    asked for, and files exactly as its header describes them."""
+    header = read_header(output)
+    if {key: header.get(key) for key in identity} != identity or read_index(output, header["count"]) != ids:
+        raise DataError(f"{output}: an existing feature store for other images or another encoder; "
+                        "choose another output folder or delete it")
+    if store_grid and header["grid"] is None:  # the rows done so far have none; a store with one keeps filling it
+        raise DataError(f"{output}: an existing feature store without a feature grid; store_grid=true needs "
+                        "another output folder")
+    check_arrays(output, header, ("features.npy", "done.npy", "grid.npy"))
+    if header["complete"] and not np.load(output / "done.npy", mmap_mode="r").all():
+        raise DataError(f"{output / 'header.json'}: says complete, but done.npy has rows never written")
+    return header
 
 
 class FeatureStore:
-    """Read side: check the store fits the run's encoder, then look features up by image id."""
+    """Read side: check the store's files against its header, then look features up by image id."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
         if not (self.path / "header.json").is_file():
             raise DataError(f"{self.path}: not a feature store (no header.json); run scripts/extract_features.py first")
-        self.header = read_json(self.path / "header.json")
-        problem = find_code_reference(self.header, "header") if isinstance(self.header, dict) else "header: not a mapping"
-        if problem:
-            raise DataError(f"{self.path / 'header.json'}: {problem}")
-        if not self.header.get("complete"):
+        self.header = read_header(self.path)
+        if not self.header["complete"]:
             raise DataError(f"{self.path}: feature extraction did not finish; rerun it to resume")
-        self.ids = read_json(self.path / "index.json").get("ids", [])
+        self.ids = read_index(self.path, self.header["count"])
+        check_arrays(self.path, self.header, ("features.npy", "grid.npy"))
+        checksums(self.path, self.header, self.ids, verify=True)  # one pass: damaged chunks, NaN/Inf rows
         self.row = {image_id: row for row, image_id in enumerate(self.ids)}
         self.features = np.load(self.path / "features.npy", mmap_mode="r")
 

@@ -1,14 +1,25 @@
-"""Reading images robustly: any mode, EXIF orientation, clear errors naming the file."""
+"""Reading images robustly: any mode, EXIF orientation, a pixel limit against decompression bombs, optional
+reduced-size JPEG decoding, and clear errors naming the file."""
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The default of `data.max_image_pixels`, and of every reader not given a limit (the Captioner, caption.py):
+# PIL's own warning threshold, 0.25 GiB of 3-byte pixels. An image whose header declares more is refused
+# before anything is decoded (a 48 KB PNG can declare 20000 x 20000).
+MAX_IMAGE_PIXELS = 89_478_485
+
+_PIL_LIMIT = threading.Lock()
+
 
 class ImageReadError(OSError):
-    """An image file is missing, truncated or not an image."""
+    """An image file is missing, truncated, not an image, or larger than the pixel limit."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -30,35 +41,84 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file fully decoded, upright (EXIF) and in RGB."""
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int | None) -> Iterator[None]:
+    """PIL refuses images over twice its own limit (warning above it), whatever ours is; a larger limit, or none,
+    lifts PIL's for this read only (under a lock, as it is a module global)."""
+    own = Image.MAX_IMAGE_PIXELS
+    if own is None or (max_pixels and max_pixels <= own):
+        yield
+        return
+    with _PIL_LIMIT:
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = own
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
+    """`PIL.Image.open`, with every failure inside the block an ImageReadError naming the file: missing, not an
+    image, damaged, or declaring more than `max_pixels` pixels (None or 0: no limit), checked from the header
+    before anything is decoded."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here and not later
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+        if not path.is_file():
+            raise ImageReadError(f"{path}: image file not found")
+        with _pil_limit(max_pixels), Image.open(path) as image:
+            if max_pixels and image.width * image.height > max_pixels:
+                raise ImageReadError(_too_large(path, image.size, max_pixels))
+            yield image
+    except ImageReadError:
+        raise
     except UnidentifiedImageError as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({error})") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # neither is an OSError
+        size = _declared_size(path)  # PIL's limit struck first: say it as ours does
+        raise ImageReadError(_too_large(path, size, max_pixels) if size and max_pixels
+                             else f"{path}: refused as a decompression bomb ({error})") from error
+    except Exception as error:  # decoders raise many types on damaged bytes (OSError, SyntaxError, struct.error, ...)
+        raise ImageReadError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from error
 
 
-def check_image(path: str | Path, full: bool = True) -> str | None:
+def _too_large(path: Path, size: tuple[int, int], max_pixels: int) -> str:
+    width, height = size
+    return (f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(data.max_image_pixels; a decompression bomb?)")
+
+
+def _declared_size(path: Path) -> tuple[int, int] | None:
+    """The size an image's header declares, read with PIL's own limit lifted (nothing is decoded)."""
+    try:
+        with _pil_limit(None), Image.open(path) as image:
+            return image.size
+    except Exception:  # the message then quotes PIL's
+        return None
+
+
+def load_rgb(path: str | Path, size: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file fully decoded, upright (EXIF) and in RGB.
+
+    `size`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides keep at least `size` pixels
+    (PIL draft mode: much faster on large photos, slightly different pixels; `data.jpeg_draft`). None: full size.
+    `max_pixels`: see `open_image`.
+    """
+    with open_image(path, max_pixels) as image:
+        if size and image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        image.load()  # decode now, so a truncated file fails here and not later
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def check_image(path: str | Path, full: bool = True, max_pixels: int | None = MAX_IMAGE_PIXELS) -> str | None:
     """Return a message if the image cannot be read, else None. `full=False` only reads the header."""
-    path = Path(path)
     try:
         if full:
-            load_rgb(path)
+            load_rgb(path, max_pixels=max_pixels)
         else:
-            if not path.is_file():
-                raise ImageReadError(f"{path}: image file not found")
-            with Image.open(path) as image:
+            with open_image(path, max_pixels) as image:
                 image.verify()
     except ImageReadError as error:
         return str(error)
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"{path}: not a readable image ({error})"
     return None

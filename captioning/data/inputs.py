@@ -37,8 +37,9 @@ class ImageInputs:
     stack = staticmethod(torch.stack)
     checkpoint_extras: dict = {}
 
-    def loader(self, records: list, transform: Transform) -> Callable[[int], torch.Tensor]:
-        return ImageLoader(records, transform)
+    def loader(self, records: list, transform: Transform, **image_options) -> Callable[[int], torch.Tensor]:
+        """`image_options`: `data.loading.image_options` (pixel limit, reduced JPEG decoding)."""
+        return ImageLoader(records, transform, **image_options)
 
     def read(self, item: Any, transform: Transform) -> torch.Tensor:
         """A path, a PIL image, or an image tensor (3, H, W) (uint8, or float in [0, 1]) -> model input (3, S, S).
@@ -72,7 +73,7 @@ class ClipInputs:
         self.frames, self.keep_in_memory = int(frames), bool(keep_in_memory)
         self.checkpoint_extras = {"frames": self.frames}
 
-    def loader(self, records: list, transform: Transform) -> ClipLoader:
+    def loader(self, records: list, transform: Transform, **image_options) -> ClipLoader:
         return ClipLoader(records, self.frames, transform, keep=self.keep_in_memory)
 
     def read(self, item: str | Path, transform: Transform) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -34,15 +35,27 @@ def first_items(items: list, n: int = 5) -> str:
 
 
 def clean_captions(records: list[Record], source: str, on_bad_caption: str = "error") -> list[Record]:
-    """Drop empty or whitespace-only captions; records left with none are an error or skipped."""
+    """Drop empty or whitespace-only captions (an error or skipped) and repeats of a caption of the same record
+    (a duplicated row would count twice as a reference); records left with no caption are left out."""
     if on_bad_caption not in ("error", "skip"):
         raise DataError(f"data.on_bad_caption must be 'error' or 'skip', got {on_bad_caption!r}")
-    empty_ids = []
+    empty_ids, repeated_ids, repeats = [], [], 0
     for record in records:
-        kept = [caption.strip() for caption in record.captions if caption and caption.strip()]
+        bad = [index for index, caption in enumerate(record.captions) if not isinstance(caption, str)]
+        if bad:
+            raise DataError(f"{source}: caption {bad[0]} of image id {record.image_id!r} is not a string "
+                            f"({type(record.captions[bad[0]]).__name__})")
+        kept = [caption.strip() for caption in record.captions if caption.strip()]
         if len(kept) != len(record.captions):
             empty_ids.append(record.image_id)
-        record.captions = kept
+        unique = list(dict.fromkeys(kept))
+        if len(unique) != len(kept):
+            repeated_ids.append(record.image_id)
+            repeats += len(kept) - len(unique)
+        record.captions = unique
+    if repeated_ids:
+        log.warning("%s: dropped %d repeated captions (the same caption twice for one image) of %d images (%s)",
+                    source, repeats, len(repeated_ids), first_items(repeated_ids))
     if empty_ids and on_bad_caption == "error":
         raise DataError(
             f"{source}: empty or whitespace-only captions for image ids {first_items(empty_ids)} "
@@ -78,6 +91,20 @@ def check_inputs(records: list[Record], check: Callable[[Path, bool], str | None
     if bad:
         log.warning("skipped %d unreadable %s, e.g. %s", len(bad), what, bad[0])
     return kept
+
+
+def check_overlap(splits: dict[str, list[Record]], source: str) -> None:
+    """One input file in two splits (train/test leakage), or twice in one split under two ids, is an error."""
+    seen: dict[str, tuple[str, int | str]] = {}
+    for split, records in splits.items():
+        for record in records:
+            key = os.path.normpath(os.path.abspath(record.image_path))
+            if key in seen and seen[key] != (split, record.image_id):
+                first_split, first_id = seen[key]
+                where = f"both '{first_split}' and '{split}'" if first_split != split else f"'{split}' twice"
+                raise DataError(f"{source}: {record.image_path} is in {where} (ids {first_id!r} and "
+                                f"{record.image_id!r}); an image must be in one split only")
+            seen[key] = (split, record.image_id)
 
 
 def split_records(records: list[CaptionRecord]) -> dict[str, list[CaptionRecord]]:

@@ -25,8 +25,7 @@ def build_transform(preprocess: dict, augment: dict | None = None) -> Callable[[
     if augment.get("random_resized_crop"):
         steps.append(T.RandomResizedCrop(size, scale=(0.6, 1.0), interpolation=interpolation, antialias=True))
     else:
-        steps += [T.Resize(int(math.floor(size / preprocess.get("crop_pct", 1.0))), interpolation=interpolation,
-                           antialias=True), T.CenterCrop(size)]
+        steps += [T.Resize(decode_size(preprocess), interpolation=interpolation, antialias=True), T.CenterCrop(size)]
     if augment.get("hflip"):
         steps.append(T.RandomHorizontalFlip())
     if augment.get("color_jitter"):
@@ -34,6 +33,12 @@ def build_transform(preprocess: dict, augment: dict | None = None) -> Callable[[
         steps.append(T.ColorJitter(strength, strength, strength))
     steps += [T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])]
     return T.Compose(steps)
+
+
+def decode_size(preprocess: dict) -> int:
+    """The shorter side an image is resized to before the centre crop: the least a reduced-size (draft) JPEG
+    decode may keep without the encoder seeing fewer pixels."""
+    return int(math.floor(int(preprocess["input_size"]) / preprocess.get("crop_pct", 1.0)))
 
 
 def augments(augment: dict | None) -> bool:

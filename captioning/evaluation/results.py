@@ -20,18 +20,41 @@ class ResultsError(DataError):
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """Read `[{"image_id": id, "caption": str}, ...]`; ids are kept as they are (int or str)."""
+    """Read `[{"image_id": id, "caption": str}, ...]`; ids are kept as they are (int or str).
+    Any other shape is a ResultsError naming the file and the item's index."""
     results = read_json(path)
     if not isinstance(results, list):
         raise ResultsError(f"{path}: expected a JSON list of {{image_id, caption}} objects, found {type(results).__name__}")
     for index, item in enumerate(results):
         if not isinstance(item, dict) or "image_id" not in item or "caption" not in item:
-            raise ResultsError(f"{path}: item {index} is not an object with 'image_id' and 'caption': {str(item)[:80]}")
-        if not isinstance(item["image_id"], (int, str)) or isinstance(item["image_id"], bool):
-            raise ResultsError(f"{path}: item {index} has image_id {item['image_id']!r}; expected a number or a string")
-        if not isinstance(item["caption"], str):
-            raise ResultsError(f"{path}: item {index} (image_id {item['image_id']!r}) has a non-string caption")
+            raise ResultsError(f"{path}: item {index} is not an object with 'image_id' and 'caption': {as_json(item)}")
+        image_id, caption = item["image_id"], item["caption"]
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool) or not is_text(str(image_id)):
+            raise ResultsError(f"{path}: item {index} has image_id {as_json(image_id)}; expected an integer or a string")
+        if not isinstance(caption, str):
+            raise ResultsError(f"{path}: item {index} (image_id {image_id!r}) has a non-string caption: {as_json(caption)}")
+        if not is_text(caption):
+            raise ResultsError(f"{path}: item {index} (image_id {image_id!r}) has a caption that is not valid "
+                               "Unicode text (a lone surrogate escape such as \\ud800)")
     return results
+
+
+def as_json(value) -> str:
+    """A value from a JSON file as it reads there, shortened for a message."""
+    try:
+        shown = json.dumps(value)
+    except (ValueError, RecursionError):  # nested too deeply to show
+        return f"a {type(value).__name__}"
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def is_text(value: str) -> bool:
+    """False for strings JSON allows but no text file can hold (lone surrogates, e.g. "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_results(captions: dict, path: str | Path) -> Path:
@@ -43,8 +66,14 @@ def write_results(captions: dict, path: str | Path) -> Path:
 
 
 def read_references(annotations: str | Path) -> dict:
-    """An official COCO caption file -> {image id: [caption, ...]} for every image that has captions."""
-    records = read_coco(annotations, images=".", split="annotations")
+    """An official COCO caption file -> {image id: [caption, ...]} for every image that has captions.
+    Its file names are not used (no image is read), so they may point anywhere."""
+    records = read_coco(annotations, images=".", split="annotations", allow_outside_root=True)
+    for record in records:
+        bad = [index for index, caption in enumerate(record.captions) if not is_text(caption)]
+        if bad:
+            raise ResultsError(f"{annotations}: caption {bad[0]} of image id {record.image_id!r} is not valid Unicode "
+                               "text (a lone surrogate escape such as \\ud800)")
     references = {record.image_id: [c for c in record.captions if c.strip()] for record in records}
     without = [key for key, captions in references.items() if not captions]
     if without:

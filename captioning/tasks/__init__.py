@@ -11,13 +11,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import distributed
-from captioning.checkpoint import load_checkpoint
+from captioning.checkpoint import check_finite, check_resumable, load_checkpoint
+from captioning.models.captioner import check_model_spec
+from captioning.options import OptionError, check_options, show
+from captioning.registry import plain
 from captioning.provenance import write_provenance
 from captioning.runtime import rank_seed, resolve_amp, seed_everything
 from captioning.tasks import activity, captioning  # noqa: F401  (register the tasks)
 from captioning.tasks.base import TASKS, Task, read_checkpoint, task_of
 from captioning.training.loop import fit
-from captioning.training.run_log import RunLog
+from captioning.training.run_log import RunLog, claim_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,44 +36,65 @@ def direction(metric: str) -> str:
 OmegaConf.register_new_resolver("direction", direction, replace=True)  # conf/hparams_search/optuna.yaml
 
 
+def check_task(cfg: DictConfig) -> Task:
+    """A registered task, whose validation metrics include train.select_metric, and a model spec of its parts."""
+    task = task_of(cfg.task.name, "task.name")
+    if cfg.train.select_metric not in task.metrics:
+        raise OptionError(f"train.select_metric={show(cfg.train.select_metric)}: not a validation metric of task "
+                          f"{task.name!r}; expected one of {' | '.join(task.metrics)}")
+    check_model_spec(plain(cfg.model), task.model_parts)
+    return task
+
+
 def train(cfg: DictConfig) -> dict:
     """Train the configured task from a composed config; returns the final validation metrics plus `select`.
 
     Under torchrun every process runs this; they share each global batch (DistributedDataParallel)
     and only rank 0 writes into the run folder.
     """
-    task = task_of(cfg.task.name, "task.name")
+    check_options(cfg, "train")  # every option typed and in range before any file is read or written
+    task = check_task(cfg)
     device = distributed.setup(cfg.train.device)
     seed_everything(rank_seed(cfg.seed, distributed.rank()))
     amp_dtype = resolve_amp(cfg.train.amp, device)
     resume = read_checkpoint(cfg.train.resume, expect_task=task.name)[0] if cfg.train.resume else None
     init = read_checkpoint(cfg.train.init_from)[0] if cfg.train.get("init_from") else None
-    run_log = RunLog(cfg.run_dir, cfg.train.log_every)
-    run_log.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if run_log.active:
-        write_provenance(cfg.run_dir, cfg.seed)  # git commit (+ diff), package versions, seed, command, host, time
-    run = task.setup(cfg, device, amp_dtype, resume, init, run_log)
-    result = fit(cfg, run, device, amp_dtype, resume, run_log)
-    if distributed.is_main():
-        task.finish(cfg, run, result, device)
+    if resume is not None:
+        check_resumable(resume, cfg.train.resume)
+    if init is not None:
+        check_finite(init["model"], cfg.train.init_from)
+    # One training process per run folder; another run's files are replaced only on request (train.overwrite)
+    with claim_run_dir(cfg.run_dir, resume_step=resume["step"] if resume is not None else None,
+                       overwrite=cfg.train.get("overwrite", False)):
+        run_log = RunLog(cfg.run_dir, cfg.train.log_every)
+        run_log.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if run_log.active:
+            write_provenance(cfg.run_dir, cfg.seed)  # git commit (+ diff), package versions, seed, command, host, time
+        run = task.setup(cfg, device, amp_dtype, resume, init, run_log)
+        result = fit(cfg, run, device, amp_dtype, resume, run_log)
+        if distributed.is_main():
+            task.finish(cfg, run, result, device)
     return result
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """conf/evaluate.yaml, checkpoint mode: the checkpoint's own task scores it on a split.
     The report's `summary` is the printable table."""
+    check_options(cfg, "evaluate")
     _, task = read_checkpoint(cfg.checkpoint)
     return task.evaluate(cfg)
 
 
 def caption(cfg: DictConfig) -> list[dict]:
     """conf/caption.yaml: `images=` names images for an image captioner, clips for a video description checkpoint."""
+    check_options(cfg, "caption")
     _, task = read_checkpoint(cfg.checkpoint)
     return task.caption(cfg)
 
 
 def extract(cfg: DictConfig) -> Path:
     """`scripts/extract_features.py`: the configured splits through the configured (frozen) encoder into a store."""
+    check_options(cfg, "extract")
     from captioning.data.features import extract_features
     from captioning.data.loading import load_splits
     from captioning.models.captioner import build_encoder

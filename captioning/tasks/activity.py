@@ -24,12 +24,12 @@ from captioning.data.sampler import EpochSampler
 from captioning.data.sources.clips import check_labels
 from captioning.data.transforms import build_transform
 from captioning.evaluation.classification import ACTIVITY_METRICS, activity_metrics, plot_confusion
-from captioning.evaluation.report import sha256_of
+from captioning.evaluation.report import claim_outputs, evaluation_id, record_outputs, sha256_of
 from captioning.models.captioner import build_activity_model, check_model_spec
 from captioning.registry import plain
 from captioning.runtime import autocast, resolve_device, to_device
 from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
-from captioning.tasks.captioning import in_order, read_split
+from captioning.tasks.captioning import data_extras, in_order, read_split
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 
@@ -114,7 +114,7 @@ class ActivityTask(Task):
 
         extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "classes": classes,
                   "frames": inputs.frames, "preprocess": model.encoder.preprocess,
-                  "data": {"name": cfg.data.name, "source": plain(cfg.data.source)}}
+                  "data": data_extras(cfg.data)}
         return TaskRun(model, lambda parallel, batch: parallel(batch["input"], batch["label"], cached), sampler,
                        train_loader, validate, self.metrics, extras,
                        lambda m: f"val loss {m['loss']:.3f} | top-1 {m['accuracy']:.1f}% | "
@@ -132,13 +132,16 @@ class ActivityTask(Task):
     def evaluate(self, cfg: DictConfig) -> dict:
         return self.evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data=plain(cfg.data) if cfg.data else None,
                                         output_dir=cfg.output_dir, device=cfg.device, batch_size=cfg.batch_size,
-                                        max_items=cfg.max_images)
+                                        max_items=cfg.max_images, overwrite=cfg.get("overwrite", False))
 
     @torch.no_grad()
     def evaluate_checkpoint(self, checkpoint: str | Path, *, split: str, data: dict | None, output_dir: str | Path,
-                            device: str = "auto", batch_size: int = 32, max_items: int | None = None) -> dict:
+                            device: str = "auto", batch_size: int = 32, max_items: int | None = None,
+                            overwrite: bool = False) -> dict:
         """Classify every clip of `split`: top-1 and mean per-class accuracy (0-100) and the confusion matrix."""
         payload, _ = read_checkpoint(checkpoint, expect_task=self.name)
+        output_dir = claim_outputs(output_dir, ("predictions.csv", "confusion.png", "metrics.json"),
+                                   evaluation_id("activity", split, checkpoint=checkpoint), overwrite=overwrite)
         classes = payload["classes"]
         data, records = read_split(payload, checkpoint, split, data, max_items)
         records = check_inputs(records, ClipInputs.check, "error", full=False, what="clips")
@@ -154,8 +157,6 @@ class ActivityTask(Task):
         predicted, target, loss = predict(model, loader, device, cached=False)
         metrics = activity_metrics(predicted, target, loss, classes)
 
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         with open(output_dir / "predictions.csv", "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
             writer.writerow(["clip_id", "label", "predicted"])
@@ -171,6 +172,7 @@ class ActivityTask(Task):
                   "classes": classes, "frames": payload["frames"], "device": str(device), "metrics": metrics,
                   "seconds": round(time.perf_counter() - start, 1)}
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        record_outputs(output_dir)  # the files' sha256: a later change to one of them is noticed
         report["summary"] = (f"{split} split: {len(records)} clips, {len(classes)} classes\n"
                              f"  top-1 accuracy       {metrics['accuracy']:6.2f}\n"
                              f"  mean class accuracy  {metrics['mean_class_accuracy']:6.2f}\n"

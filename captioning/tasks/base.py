@@ -35,7 +35,8 @@ class Task:
         """The run's splits, checked; rank 0 reads (and maybe generates) them first, the other ranks after it."""
         if not distributed.is_main():
             distributed.barrier()
-        splits = load_splits(cfg.data, captions=captions)
+        reads_test = bool(cfg.train.get("evaluate_test") or cfg.train.get("show_examples"))
+        splits = load_splits(cfg.data, captions=captions, also_check=("test",) if reads_test else ())
         if distributed.is_main():
             distributed.barrier()
         self.has_test = bool(splits.get("test"))

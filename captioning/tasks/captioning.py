@@ -14,13 +14,14 @@ from captioning import distributed
 from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureStore, cache_features, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
-from captioning.data.loading import make_loader
+from captioning.data.loading import image_options, make_loader
 from captioning.data.records import DataError, check_inputs, clean_captions
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
-from captioning.evaluation.report import format_table, score_captions, sha256_of, write_outputs
+from captioning.evaluation.report import (claim_outputs, evaluation_id, format_table, score_captions, sha256_of,
+                                          write_outputs)
 from captioning.evaluation.results import write_results
 from captioning.inference.captioner import Captioner, check_caption_payload
 from captioning.inference.paths import caption_paths
@@ -30,9 +31,15 @@ from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, s
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
-from captioning.vocab import Vocabulary
+from captioning.vocab import Vocabulary, check_vocabulary
 
 log = logging.getLogger(__name__)
+
+
+def data_extras(data_cfg: DictConfig) -> dict:
+    """What a checkpoint keeps of its data config: the source spec and how its files may be read."""
+    return {"name": data_cfg.name, "source": plain(data_cfg.source),
+            "allow_outside_root": bool(data_cfg.get("allow_outside_root", False))}
 
 
 def in_order(count: int) -> list[tuple[int, int]]:
@@ -44,7 +51,8 @@ def read_split(payload: dict, path: str | Path, split: str, data: dict | None, l
     data = data if data is not None else payload.get("data")
     if not data or "source" not in data:
         raise DataError(f"{path}: stores no data source; choose one with data=...")
-    splits = read_source(data["source"], "data.source" if data is not payload.get("data") else f"{path}: data.source")
+    splits = read_source(data["source"], "data.source" if data is not payload.get("data") else f"{path}: data.source",
+                         allow_outside_root=data.get("allow_outside_root", False) is True)
     if not splits.get(split):
         raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' split (it has {sorted(splits)})")
     records = splits[split]
@@ -76,6 +84,7 @@ class CaptionTask(Task):
             vocab, origin = Vocabulary(start["vocab"]), f"from the start checkpoint ({start['task']})"
         else:
             vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
+            check_vocabulary(vocab, cfg.vocab.min_count, f"data.source ({cfg.data.name}): train split")
             origin = f"min_count={cfg.vocab.min_count}, train split only"
         run_log.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
         log.info("vocabulary: %d words (%s)", len(vocab), origin)
@@ -120,7 +129,7 @@ class CaptionTask(Task):
 
         extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),
                   "preprocess": model.encoder.preprocess, "max_words": max_words,
-                  "data": {"name": cfg.data.name, "source": plain(cfg.data.source)}, **inputs.checkpoint_extras}
+                  "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
         return TaskRun(model, lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached), sampler,
                        train_loader, validate_captions, self.metrics, extras,
@@ -135,15 +144,16 @@ class CaptionTask(Task):
         - otherwise (fine-tuning or augmenting): inputs are read every epoch.
         """
         encoder, data_cfg = model.encoder, cfg.data
-        transform = build_transform(encoder.preprocess)
+        transform, options = build_transform(encoder.preprocess), image_options(data_cfg, encoder.preprocess)
         if not encoder.trainable and not augments(data_cfg.get("augment")):
-            return {split: cache_features(encoder, inputs.loader(splits[split], transform), len(splits[split]),
+            return {split: cache_features(encoder, inputs.loader(splits[split], transform, **options), len(splits[split]),
                                           stack=inputs.stack, batch_size=cfg.train.batch_size, device=device,
                                           num_workers=data_cfg.num_workers, amp_dtype=amp_dtype,
                                           desc=f"encoding {split} {inputs.kind}s")
                     for split in ("train", "val")}, True
         train_transform = build_transform(encoder.preprocess, data_cfg.get("augment"))
-        return {"train": inputs.loader(splits["train"], train_transform), "val": inputs.loader(splits["val"], transform)}, False
+        return {"train": inputs.loader(splits["train"], train_transform, **options),
+                "val": inputs.loader(splits["val"], transform, **options)}, False
 
     def finish(self, cfg: DictConfig, run: TaskRun, result: dict, device: torch.device) -> None:
         run_dir = Path(cfg.run_dir)
@@ -158,7 +168,7 @@ class CaptionTask(Task):
 
     def show_examples(self, model, cfg: DictConfig, extras: dict, device: torch.device) -> None:
         """Greedy captions for a few held-out test inputs, printed as `path<TAB>caption`."""
-        splits = read_source(extras["data"]["source"])
+        splits = read_source(extras["data"]["source"], allow_outside_root=extras["data"]["allow_outside_root"])
         records = clean_captions(splits.get("test", []), "test captions", "skip")[: cfg.train.show_examples]
         if not records:
             return
@@ -178,16 +188,22 @@ class CaptionTask(Task):
         return self.evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data=plain(cfg.data) if cfg.data else None,
                                         decode=plain(cfg.decode), output_dir=cfg.output_dir, device=cfg.device,
                                         batch_size=cfg.batch_size, max_items=cfg.max_images,
-                                        java=None if cfg.java == "none" else cfg.java, spice=cfg.spice)
+                                        java=None if cfg.java == "none" else cfg.java, spice=cfg.spice,
+                                        meteor=cfg.get("meteor", "required"), overwrite=cfg.get("overwrite", False))
 
     def evaluate_checkpoint(self, checkpoint: str | Path, *, split: str, data: dict | None, decode: dict,
                             output_dir: str | Path, device: str = "auto", batch_size: int = 64,
-                            max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto") -> dict:
+                            max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto",
+                            meteor: str = "required", overwrite: bool = False) -> dict:
         """Caption every input of `split` (beam search per `decode`) and score it with the COCO caption metrics.
 
         Writes `results.json` (COCO results format), `metrics.json` and `per_image.csv` into `output_dir`.
         """
         payload, _ = read_checkpoint(checkpoint, expect_task=self.name)
+        # Before any decoding: output_dir may not hold files another evaluation (or anyone else) wrote.
+        evaluation = evaluation_id("checkpoint", split, checkpoint=checkpoint)
+        output_dir = claim_outputs(output_dir, ("results.json", "metrics.json", "per_image.csv"), evaluation,
+                                   overwrite=overwrite)
         captioner = Captioner.from_checkpoint(checkpoint, device)
         data, records = read_split(payload, checkpoint, split, data, max_items)
         records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
@@ -202,11 +218,9 @@ class CaptionTask(Task):
         decode_seconds = time.perf_counter() - start
         references = {record.image_id: record.captions for record in records}
 
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         write_results(hypotheses, output_dir / "results.json")
         start = time.perf_counter()
-        scores_report, scores = score_captions(references, hypotheses, java=java, spice=spice)
+        scores_report, scores = score_captions(references, hypotheses, java=java, spice=spice, meteor=meteor)
         report = {"mode": "checkpoint", "task": self.name,
                   "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha256_of(checkpoint),
                                  "epoch": payload.get("epoch"), "step": payload.get("step")},
@@ -215,7 +229,7 @@ class CaptionTask(Task):
                            "source": data["source"]},
                   "decode": decode, "device": str(captioner.device), **scores_report,
                   "seconds": {"decode": round(decode_seconds, 1), "score": round(time.perf_counter() - start, 1)}}
-        write_outputs(report, scores, references, hypotheses, output_dir)
+        write_outputs(report, scores, references, hypotheses, output_dir, evaluation=evaluation, overwrite=overwrite)
         report["summary"] = format_table(report).replace(" images,", f" {kind}s,", 1)
         return report
 

@@ -1,14 +1,177 @@
-"""What a training run writes: step and validation logs, TensorBoard, checkpoints, metrics (rank 0 only)."""
+"""What a training run writes: step and validation logs, TensorBoard, checkpoints, metrics (rank 0 only); and the
+claim on its run folder: one training process at a time (`.lock`), never over another run's files by accident."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
 from captioning import distributed
-from captioning.checkpoint import save_checkpoint
+from captioning.checkpoint import CheckpointError, save_checkpoint
 from captioning.training.plots import plot_training
+
+log = logging.getLogger(__name__)
+
+# A run's own files: a folder holding one of these holds a run. Hydra's `.hydra/` and `<job>.log`, written into
+# the run folder before training starts, are not among them.
+RUN_FILES = ("checkpoints", "steps.jsonl", "validation.jsonl", "metrics.json", "config.yaml")
+OLD_LOGS = ("steps.jsonl", "validation.jsonl", "tensorboard")  # removed by train.overwrite=true: logs never interleave
+LOCK = ".lock"
+
+
+class RunFolderError(CheckpointError):
+    """A run folder that holds another run, or that another training process is using."""
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """The run files in `run_dir` (a checkpoints/ folder without a finished checkpoint is no run)."""
+    return [name for name in RUN_FILES if (run_dir / name).is_file()
+            or ((run_dir / name).is_dir() and any(path.suffix != ".tmp" for path in (run_dir / name).iterdir()))]
+
+
+class RunLock:
+    """`run_dir/.lock` holds {"pid", "host"} of the training process using the folder."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path = run_dir, run_dir / LOCK
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def acquire(self) -> RunLock:
+        while True:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if not self.run_dir.is_dir():
+                    raise RunFolderError(f"{self.run_dir}: the run folder is a file") from None
+                self.clear_stale()
+                continue
+            except OSError as error:
+                raise RunFolderError(f"{self.run_dir}: cannot create the run folder's lock ({error})") from error
+            with os.fdopen(handle, "w") as file:
+                json.dump(self.owner, file)
+            return self
+
+    def holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(holder, dict) and isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str)
+        return holder if ok else None
+
+    def clear_stale(self) -> None:
+        """Remove a lock whose process has ended on this host; refuse a live one or one that cannot be judged."""
+        holder = self.holder()
+        if holder == {}:  # released meanwhile
+            return
+        if holder is None:
+            raise RunFolderError(f"{self.path}: a lock file that cannot be read; if no training run is using "
+                                 f"{self.run_dir}, remove it and start again")
+        if holder["host"] != self.owner["host"]:
+            raise RunFolderError(f"another training run (pid {holder['pid']} on host {holder['host']}) is using "
+                                 f"{self.run_dir}; if it has ended, remove {self.path}")
+        if alive(holder["pid"]):
+            raise RunFolderError(f"another training run (pid {holder['pid']}) is using {self.run_dir} "
+                                 f"(lock {self.path}); wait for it or choose another run_dir")
+        log.warning("%s: taking over the stale lock of pid %d, which has ended", self.path, holder["pid"])
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.holder() == self.owner:
+            self.path.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder holding another run unless it is resumed or `overwrite` (whose old logs are removed)."""
+    found = run_files(run_dir)
+    if not found or resume:
+        return
+    if not overwrite:
+        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(found)}); give train.resume=... to continue "
+                             "it, train.overwrite=true to replace it, or another run folder (hydra.run.dir=...)")
+    old_logs = [name for name in OLD_LOGS if (run_dir / name).exists()]
+    log.warning("train.overwrite=true: replacing the run in %s (%s); removing its old logs: %s", run_dir,
+                ", ".join(found), ", ".join(old_logs) or "none")
+    for name in old_logs:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+        else:
+            (run_dir / name).unlink()
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """`*.tmp` files in checkpoints/ are left by atomic writes a kill interrupted (none is in progress: we hold the lock)."""
+    stale = sorted((run_dir / "checkpoints").glob("*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d unfinished checkpoint file(s) of an interrupted run: %s", len(stale),
+                 ", ".join(path.name for path in stale))
+
+
+def trim_logs(run_dir: Path, step: int) -> None:
+    """A resumed run continues its logs from `step`: lines past it (written by a killed segment after its last
+    checkpoint) and a line torn by the kill are dropped, so no step appears twice."""
+    for name in ("steps.jsonl", "validation.jsonl"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.endswith("\n") and logged_step(line) is not None
+                and logged_step(line) <= step]
+        if len(kept) < len(lines):
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text("".join(kept))
+            os.replace(temporary, path)
+            log.info("%s: dropped %d line(s) after step %d, where the run resumes", path, len(lines) - len(kept), step)
+
+
+def logged_step(line: str) -> int | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+@contextmanager
+def claim_run_dir(run_dir: str | Path, *, resume_step: int | None, overwrite: bool) -> Iterator[None]:
+    """Hold the run folder for a training run (rank 0 only): lock it, refuse one holding another run unless
+    resuming (from `resume_step`) or overwriting, clear leftovers of a killed run; the lock is released at the end,
+    also on error."""
+    if not distributed.is_main():
+        yield
+        return
+    run_dir = Path(run_dir)
+    lock = RunLock(run_dir).acquire()
+    try:
+        check_run_dir(run_dir, resume_step is not None, overwrite)
+        remove_stale_temporaries(run_dir)
+        if resume_step is not None:
+            trim_logs(run_dir, resume_step)
+        yield
+    finally:
+        lock.release()
 
 
 class RunLog:

@@ -14,8 +14,12 @@ from captioning.data.sources import clips, coco, flickr, karpathy, synthetic  # 
 from captioning.data.sources.registry import SOURCES
 
 
-def read_source(spec: Any, where: str = "data.source") -> dict[str, list]:
-    """Check `spec` and read the source it names -> {split: [CaptionRecord or ClipRecord]}."""
+def read_source(spec: Any, where: str = "data.source", allow_outside_root: bool = False) -> dict[str, list]:
+    """Check `spec` and read the source it names -> {split: [CaptionRecord or ClipRecord]}.
+
+    `allow_outside_root` (data.allow_outside_root) lets file names in the data files leave the image folder;
+    it is an argument of every source, given here and never by the spec (a spec may come from a file).
+    """
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
-    return SOURCES.build(spec, where)
+    return SOURCES.build(spec, where, allow_outside_root=allow_outside_root)

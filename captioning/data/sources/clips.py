@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from captioning.data.clips import ClipRecord
 from captioning.data.records import DataError, first_items
-from captioning.data.sources.registry import SOURCES, read_splits
 from captioning.data.sources.coco import read_coco
+from captioning.data.sources.files import file_in, read_text
+from captioning.data.sources.registry import SOURCES, read_splits
 
 
 def read_labels(path: str | Path) -> dict[str, str]:
     """CSV with the header `clip,label` -> {clip name: label}; blank or conflicting labels are errors."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    try:
+        rows = list(csv.reader(io.StringIO(read_text(path))))
+    except csv.Error as error:
+        raise DataError(f"{path}: not a readable CSV table ({error})") from error
     if not rows or [cell.strip().lower() for cell in rows[0][:2]] != ["clip", "label"]:
         found = ",".join(rows[0]) if rows else "an empty file"
         raise DataError(f"{path}: expected the header 'clip,label', found {found!r}")
@@ -43,18 +46,20 @@ def read_labels(path: str | Path) -> dict[str, str]:
 
 
 def read_split(split: str, clips: str | Path, labels: str | Path | None = None,
-               annotations: str | Path | None = None) -> list[ClipRecord]:
+               annotations: str | Path | None = None, allow_outside_root: bool = False) -> list[ClipRecord]:
     """One split's clips, labelled from the CSV and/or captioned from the JSON."""
     folder = Path(clips)
     if labels is None and annotations is None:
         raise DataError(f"data.{split}: give `labels` (CSV clip,label), `annotations` (captions JSON), or both")
     label_of = read_labels(labels) if labels is not None else None
     if annotations is None:
-        return [ClipRecord(name, folder / name, split, label=label) for name, label in sorted(label_of.items())]
+        return [ClipRecord(name, file_in(folder, name, f"{labels}: clip {name!r}", allow_outside_root), split, label=label)
+                for name, label in sorted(label_of.items())]
     records = [ClipRecord(r.image_id, r.image_path, split, captions=r.captions)
-               for r in read_coco(annotations, folder, split)]
-    if label_of is not None:
-        names = {record.path.relative_to(folder).as_posix(): record for record in records}
+               for r in read_coco(annotations, folder, split, allow_outside_root)]
+    if label_of is not None:  # the two files name a clip by its path under the folder
+        names = {os.path.relpath(record.path, folder).replace(os.sep, "/"): record for record in records}
+        label_of = {os.path.relpath(folder / name, folder).replace(os.sep, "/"): label for name, label in label_of.items()}
         unlabelled, uncaptioned = sorted(set(names) - set(label_of)), sorted(set(label_of) - set(names))
         if unlabelled or uncaptioned:
             raise DataError(f"data.{split}: {labels} and {annotations} name different clips: "
@@ -66,10 +71,12 @@ def read_split(split: str, clips: str | Path, labels: str | Path | None = None,
 
 
 @SOURCES.register("clips")
-def clip_splits(train: dict | None = None, val: dict | None = None, test: dict | None = None) -> dict[str, list[ClipRecord]]:
+def clip_splits(train: dict | None = None, val: dict | None = None, test: dict | None = None, *,
+                allow_outside_root: bool = False) -> dict[str, list[ClipRecord]]:
     """Each split given as `{clips, labels, annotations}` (see the module docstring)."""
     return read_splits({"train": train, "val": val, "test": test}, ("clips",),
-                       lambda split, files: read_split(split, files["clips"], files.get("labels"), files.get("annotations")))
+                       lambda split, files: read_split(split, files["clips"], files.get("labels"),
+                                                       files.get("annotations"), allow_outside_root))
 
 
 def check_labels(splits: dict[str, list[ClipRecord]], classes: list[str] | None = None) -> list[str]:

@@ -1,6 +1,7 @@
 """The data source registry, and what every multi-split source does: read each split it is given."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from captioning.data.records import DataError
@@ -24,5 +25,8 @@ def read_splits(given: dict[str, dict | None], keys: tuple[str, ...], read: Call
             if not isinstance(files, dict):
                 raise DataError(f"data.{split}: expected a mapping with {list(keys)}, found {type(files).__name__}")
             require_keys(files, keys, f"data.{split}")
+            for key in keys:
+                if not isinstance(files[key], (str, Path)):
+                    raise DataError(f"data.{split}.{key}: expected a path, found {files[key]!r}")
             splits[split] = read(split, files)
     return splits

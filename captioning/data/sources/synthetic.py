@@ -139,8 +139,10 @@ def generate_clips(root: Path, sizes: dict[str, int], image_size: int, frames: i
 
 @SOURCES.register("synthetic")
 def synthetic_splits(root: str | Path, num_train: int = 3000, num_val: int = 200, num_test: int = 200,
-                     image_size: int = 64, seed: int = 0) -> dict[str, list[CaptionRecord]]:
-    """Still pictures of shapes with five captions each."""
+                     image_size: int = 64, seed: int = 0, *,
+                     allow_outside_root: bool = False) -> dict[str, list[CaptionRecord]]:
+    """Still pictures of shapes with five captions each (`allow_outside_root` is accepted as every source's is;
+    the generated file names are always inside the folder)."""
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     folder = (Path(root).expanduser() /
               f"shapes-v{IMAGES_VERSION}-{image_size}px-{num_train}-{num_val}-{num_test}-seed{seed}")
@@ -153,7 +155,8 @@ def synthetic_splits(root: str | Path, num_train: int = 3000, num_val: int = 200
 
 @SOURCES.register("synthetic_clips")
 def synthetic_clip_splits(root: str | Path, num_train: int = 2000, num_val: int = 200, num_test: int = 200,
-                          image_size: int = 64, frames: int = 8, seed: int = 0) -> dict[str, list[ClipRecord]]:
+                          image_size: int = 64, frames: int = 8, seed: int = 0, *,
+                          allow_outside_root: bool = False) -> dict[str, list[ClipRecord]]:
     """Clips with both an activity label (the direction) and five captions each."""
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     folder = (Path(root).expanduser() /
