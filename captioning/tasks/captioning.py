@@ -240,7 +240,8 @@ class CaptionTask(Task):
         spec = plain(cfg.images) if not isinstance(cfg.images, str) else cfg.images
         return caption_paths(captioner.inputs.find(spec), captioner.read,
                              lambda batch: captioner.caption_inputs(batch, **decode),
-                             batch_size=cfg.batch_size, output=cfg.output, kind=captioner.inputs.kind)
+                             batch_size=cfg.batch_size, output=cfg.output, kind=captioner.inputs.kind,
+                             overwrite=cfg.get("overwrite", False))
 
 
 @TASKS.register("image_caption")
