@@ -104,11 +104,8 @@ def restore(resume: dict, path: str, model: torch.nn.Module, optimizer: torch.op
     """Put a run back where `resume` (read from `path`) left it -> epoch, batch_in_epoch, step, best.
 
     Each rank gets back its own RNG state; a checkpoint from another number of ranks is refused.
+    `resume` has passed `checkpoint.check_resumable` (captioning.tasks.train does that before any work).
     """
-    missing = [key for key in ("optimizer", "rng", "epoch", "batch_in_epoch", "step") if key not in resume]
-    if missing:
-        raise CheckpointError(f"{path}: cannot resume from it, it has no {missing} (a weights-only file? "
-                              "use train.init_from to start a new run from its weights)")
     states = resume["rng"]
     if not isinstance(states, list) or len(states) != distributed.world_size():
         count = len(states) if isinstance(states, list) else 1
