@@ -64,7 +64,11 @@ class Captioner:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
-        payload = load_checkpoint(path)
+        return cls.from_payload(load_checkpoint(path), path, device)
+
+    @classmethod
+    def from_payload(cls, payload: dict, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
+        """A checkpoint already read by `load_checkpoint` (from `path`, named in errors)."""
         try:
             vocab = check_caption_payload(payload)
             model = build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec")

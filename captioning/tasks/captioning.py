@@ -204,7 +204,7 @@ class CaptionTask(Task):
         evaluation = evaluation_id("checkpoint", split, checkpoint=checkpoint)
         output_dir = claim_outputs(output_dir, ("results.json", "metrics.json", "per_image.csv"), evaluation,
                                    overwrite=overwrite)
-        captioner = Captioner.from_checkpoint(checkpoint, device)
+        captioner = Captioner.from_payload(payload, checkpoint, device)  # the file is read once
         data, records = read_split(payload, checkpoint, split, data, max_items)
         records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
         kind = captioner.inputs.kind
