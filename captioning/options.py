@@ -190,6 +190,7 @@ CAPTION = {  # conf/caption.yaml
     "device": DEVICE,
     "output": path(null=True),
     "overwrite": BOOL,
+    "attention_maps": path(null=True),
 }
 
 EXTRACT = {  # conf/extract_features.yaml (model.encoder: its registry)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from captioning.data.sources import SOURCES
-from captioning.models.captioner import PARTS, SUPPLIED, check_model_spec
+from captioning.models.captioner import PARTS, SUPPLIED, check_model_spec, decoder_sizes
 from captioning.models.decoders import DECODERS
 from captioning.models.encoders import ENCODERS
 from captioning.models.memory import Features
@@ -225,10 +225,12 @@ def test_every_task_model_spec_and_decoder_build(every_config):
             check_model_spec(plain(cfg.model), task.model_parts, f"[{key}] model")
             tasks.add(task.name)
             if cfg.model.get("decoder") is not None:
-                decoder = DECODERS.build(plain(cfg.model.decoder), "model.decoder", vocab_size=7, feature_dim=5)
+                spec = plain(cfg.model.decoder)
+                decoder = DECODERS.build(spec, "model.decoder", **decoder_sizes(spec, 7, 5, grid_dim=3))
                 tokens = torch.ones(2, 3, dtype=torch.long)  # 2 next-word targets per row
-                assert decoder.target_logits(Features(torch.zeros(2, 5)), tokens).shape == (4, 7), key
-                total, count = decoder.loss(Features(torch.zeros(2, 5)), tokens)
+                memory = Features(torch.zeros(2, 5), torch.zeros(2, 4, 3))  # grids of 4 cells for attention decoders
+                assert decoder.target_logits(memory, tokens).shape == (4, 7), key
+                total, count = decoder.loss(memory, tokens)
                 assert count == 4 and torch.isfinite(total), key
     assert tasks == set(TASKS.names())
 

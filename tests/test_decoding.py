@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from captioning.decoding import beam_search, greedy_search, length_penalty_of, sample
+from captioning.models.decoders import DECODERS
+from captioning.models.decoders.attend import GridState
 from captioning.models.decoders.lstm import LSTMDecoder
 from captioning.models.memory import Features
 
@@ -135,13 +137,30 @@ def test_bad_options_are_rejected():
         beam(beam_size=2, n_best=3)
 
 
-# ---------------------------------------------------------------- against a real (random) LSTM
+# ---------------------------------------------------------------- against real (random) decoders
+
+# Every registered decoder kind: the pooled LSTM both ways, and the attention decoders over a grid.
+KINDS = ["lstm/init", "lstm/first_step", "soft_attention", "updown"]
 
 
 def lstm(image_input: str, vocab_size: int = 6) -> LSTMDecoder:
     torch.manual_seed(0)
     return LSTMDecoder(vocab_size=vocab_size, feature_dim=8, embed_size=8, hidden_size=16, num_layers=2,
                        image_input=image_input).eval()
+
+
+def decoder_of(kind: str, vocab_size: int):
+    if kind.startswith("lstm/"):
+        return lstm(kind.split("/")[1], vocab_size)
+    torch.manual_seed(0)
+    return DECODERS.build({"name": kind, "embed_size": 8, "hidden_size": 16, "attention_size": 8}, "test",
+                          vocab_size=vocab_size, feature_dim=8, grid_dim=6).eval()
+
+
+def memory_of(count: int, seed: int = 0) -> Features:
+    """Pooled vectors (count, 8) and grids of 4 cells (count, 4, 6), scaled so the words differ between images."""
+    generator = torch.Generator().manual_seed(seed)
+    return Features(torch.randn(count, 8, generator=generator) * 3, torch.randn(count, 4, 6, generator=generator) * 3)
 
 
 def image(memory: Features, index: int) -> Features:
@@ -184,17 +203,17 @@ def assert_exhaustive(decoder, memory: Features, vocab_size: int, length_penalty
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("image_input", ["init", "first_step"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("length_penalty", ["none", "avg", "gnmt"])
-def test_beam_as_wide_as_the_search_space_equals_exhaustive_search(image_input, length_penalty):
-    assert_exhaustive(lstm(image_input, vocab_size=5), Features(torch.randn(3, 8) * 3), 5, length_penalty)
+def test_beam_as_wide_as_the_search_space_equals_exhaustive_search(kind, length_penalty):
+    assert_exhaustive(decoder_of(kind, vocab_size=5), memory_of(3), 5, length_penalty)
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("image_input", ["init", "first_step"])
-def test_beam_size_one_is_exactly_greedy(image_input):
-    decoder = lstm(image_input, vocab_size=30)
-    memory = Features(torch.randn(16, 8) * 3)
+@pytest.mark.parametrize("kind", KINDS)
+def test_beam_size_one_is_exactly_greedy(kind):
+    decoder = decoder_of(kind, vocab_size=30)
+    memory = memory_of(16)
     greedy_tokens, greedy_scores = greedy_search(decoder, memory, start=START, end=END, max_tokens=12)
     tokens, scores = beam_search(decoder, memory, start=START, end=END, beam_size=1, max_tokens=12)
     assert tokens[:, 0].tolist() == greedy_tokens.tolist()
@@ -239,16 +258,16 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("image_input", ["init", "first_step"])
-def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(image_input):
-    decoder = lstm(image_input, vocab_size=30)
-    features = torch.randn(64, 8) * 3
-    features[40:] = 0  # padding rows
-    decode = lambda f: beam_search(decoder, Features(f), start=START, end=END, beam_size=4,  # noqa: E731
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(kind):
+    decoder = decoder_of(kind, vocab_size=30)
+    features = memory_of(64)
+    features.pooled[40:], features.grid[40:] = 0, 0  # padding rows
+    decode = lambda f: beam_search(decoder, f, start=START, end=END, beam_size=4,  # noqa: E731
                                    max_tokens=12, n_best=2, length_penalty="avg")
     tokens, scores = decode(features)
     for row in (0, 13, 39, 50):
-        alone_tokens, alone_scores = decode(features[row:row + 1])
+        alone_tokens, alone_scores = decode(image(features, row))
         T = alone_tokens.size(2)
         assert torch.equal(alone_tokens[0], tokens[row, :, :T]) and (tokens[row, :, T:] == END).all()
         assert torch.allclose(alone_scores[0], scores[row], atol=1e-5)
@@ -307,3 +326,22 @@ def test_beam_search_never_assumes_where_the_batch_dimension_is():
     assert torch.equal(tokens, other_tokens) and torch.allclose(scores, other_scores, atol=1e-5)
     plain_tokens, _ = beam_search(base, memory, start=START, end=END, beam_size=3, max_tokens=6, n_best=2)
     assert not torch.equal(plain_tokens, tokens)  # the regions matter, so reordering them wrongly would show
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["soft_attention", "updown"])
+def test_attention_state_reorders_rows_without_copying_the_grid(kind):
+    """Beam search moves rows and their image indices; each image's grid and keys stay one tensor, never K copies."""
+    decoder = decoder_of(kind, vocab_size=30)
+    memory = memory_of(3)
+    state = decoder.init_state(memory)
+    grids = [m.data_ptr() for m in state.memory]
+    rows = torch.tensor([2, 2, 2, 0, 1])  # image 2 three times, as a beam of 3 would after a step
+    moved = decoder.reorder_state(decoder.reorder_state(state, rows), torch.tensor([4, 0, 3]))
+    assert [m.data_ptr() for m in moved.memory] == grids and moved.image.tolist() == [1, 2, 0]
+    # Each moved row decodes exactly as its own image does from the start.
+    log_probs, _ = decoder.step(torch.full((3,), START), moved)
+    expected, _ = decoder.step(torch.full((3,), START), decoder.init_state(memory).reorder(torch.tensor([1, 2, 0])))
+    alone = [decoder.step(torch.tensor([START]), decoder.init_state(image(memory, i)))[0] for i in (1, 2, 0)]
+    assert torch.allclose(log_probs, expected) and torch.allclose(log_probs, torch.cat(alone), atol=1e-6)
+    assert isinstance(moved, GridState)

@@ -36,7 +36,7 @@ def test_round_trip_equals_encoder_output(tmp_path, encoder, records):
     transform = build_transform(encoder.preprocess)
     with torch.no_grad():
         expected = encoder(torch.stack([transform(load_rgb(r.image_path)) for r in records[:4]])).pooled  # (4, 1280)
-    got = store.table(records[:4])
+    got = store.table(records[:4])["pooled"]
     assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)  # float16 storage
 
 
@@ -96,3 +96,14 @@ def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, mo
     assert not calls and metrics["step"] > 0  # no image went through the encoder
     with pytest.raises(DataError, match="not a feature store"):
         train(compose_train(overrides[:-2] + [f"data.features={tmp_path / 'nothing'}"], tmp_path / "third"))
+
+    # An attention decoder needs grids: a pooled-only store is refused, naming it; a store with grids serves it.
+    attention = overrides[:-2] + ["model/decoder=soft_attention"]
+    with pytest.raises(DataError, match=f"{tmp_path / 'store'}: this decoder attends over feature grids"):
+        train(compose_train(attention + [f"data.features={tmp_path / 'store'}"], tmp_path / "fourth"))
+    grids = attention + [f"data.features={tmp_path / 'grids'}"]
+    train(compose_train(grids + ["data.extract_features=true"], tmp_path / "fifth"))
+    assert json.loads((tmp_path / "grids" / "header.json").read_text())["grid"] == [49, 1280]  # 7 x 7 at 224 px
+    calls.clear()
+    metrics = train(compose_train(grids, tmp_path / "sixth"))
+    assert not calls and metrics["step"] > 0

@@ -49,7 +49,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, synthetic_root):
         assert after[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
 
 
-def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_root, monkeypatch):
+@pytest.mark.parametrize("decoder", ["lstm", "soft_attention"])
+def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_root, monkeypatch, decoder):
     from captioning.models import encoders
 
     calls = {"images": 0}
@@ -60,12 +61,12 @@ def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_r
         return original(self, images)
 
     monkeypatch.setattr(encoders.ImageEncoder, "forward", counting)
-    cfg = compose_train(tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.epochs=3",
-                                                          "train.show_examples=0"], tmp_path)
-    train(cfg)
-    assert calls["images"] == 120 + 24  # every train and val image once, not once per epoch
+    tiny = tiny_overrides(synthetic_root) + [f"model/decoder={decoder}"]  # soft_attention: the cache holds grids
+    cfg = compose_train(tiny + ["model.encoder.trainable=false", "train.epochs=3", "train.show_examples=0"], tmp_path)
+    metrics = train(cfg)
+    assert calls["images"] == 120 + 24 and metrics["step"] > 0  # every train and val image once, not once per epoch
     calls["images"] = 0
-    train(compose_train(tiny_overrides(synthetic_root) + ["train.epochs=3", "train.show_examples=0"], tmp_path / "tuned"))
+    train(compose_train(tiny + ["train.epochs=3", "train.show_examples=0"], tmp_path / "tuned"))
     assert calls["images"] >= 3 * 120  # a trainable encoder sees the images every epoch
 
 

@@ -67,7 +67,9 @@ def collate(batch: list[dict]) -> dict:
     tokens = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
     for row, item in enumerate(batch):
         tokens[row, : len(item["tokens"])] = item["tokens"]
-    return {"input": torch.stack([item["input"] for item in batch]), "tokens": tokens, "lengths": lengths,
+    inputs = [item["input"] for item in batch]
+    stack = getattr(type(inputs[0]), "stack", torch.stack)  # tensors, or containers such as Features (pooled, grid)
+    return {"input": stack(inputs), "tokens": tokens, "lengths": lengths,
             "index": torch.tensor([item["index"] for item in batch])}
 
 

@@ -83,12 +83,17 @@ def encode_rows(encoder: torch.nn.Module, load: Callable[[int], Any], rows: list
             yield batch_rows, encoder(batch.to(device, non_blocking=True))
 
 
-def cache_features(encoder: torch.nn.Module, load: Callable[[int], Any], count: int, **options) -> dict[str, torch.Tensor]:
+def cache_features(encoder: torch.nn.Module, load: Callable[[int], Any], count: int, grid: bool = False,
+                   **options) -> dict[str, torch.Tensor]:
     """Encode every input once for the run -> float32 tensors on the CPU, row = record index:
-    {"pooled": (N, D)} for images, {"frames": (N, T, D), "mask": (N, T)} for clips (`encode_rows` options)."""
+    {"pooled": (N, D)} for images, with "grid": (N, h * w, C) when `grid` (attention decoders),
+    {"frames": (N, T, D), "mask": (N, T)} for clips (`encode_rows` options)."""
     table: dict[str, torch.Tensor] = {}
     for rows, out in encode_rows(encoder, load, list(range(count)), **options):
-        parts = {"frames": out.frames.float(), "mask": out.mask} if isinstance(out, Clips) else {"pooled": out.pooled.float()}
+        if isinstance(out, Clips):
+            parts = {"frames": out.frames.float(), "mask": out.mask}
+        else:
+            parts = {"pooled": out.pooled.float(), **({"grid": out.grid.float()} if grid else {})}
         for name, value in parts.items():
             if name not in table:
                 table[name] = torch.zeros(count, *value.shape[1:], dtype=value.dtype)
@@ -213,6 +218,14 @@ class FeatureStore:
             raise DataError(f"{self.path}: {len(missing)} images are not in the feature store: ids {first_items(missing)}")
         return np.array([self.row[str(record.image_id)] for record in records])
 
-    def table(self, records: list[CaptionRecord]) -> torch.Tensor:
-        """The features of these records, in their order, as one float32 (N, D) tensor."""
-        return torch.from_numpy(self.features[self.rows(records)].astype(np.float32))
+    def table(self, records: list[CaptionRecord], grid: bool = False) -> dict[str, torch.Tensor]:
+        """The features of these records, in their order: {"pooled": float32 (N, D)}, and with `grid` also
+        {"grid": (N, h * w, C)} in the store's dtype (float16 halves the memory; batches are cast as they are used)."""
+        rows = self.rows(records)
+        table = {"pooled": torch.from_numpy(self.features[rows].astype(np.float32))}
+        if grid:
+            if self.header["grid"] is None:
+                raise DataError(f"{self.path}: this decoder attends over feature grids and the store has none; "
+                                "extract a store with grids (store_grid=true) into another folder")
+            table["grid"] = torch.from_numpy(np.ascontiguousarray(np.load(self.path / "grid.npy", mmap_mode="r")[rows]))
+        return table

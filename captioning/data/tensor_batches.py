@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -13,18 +13,19 @@ from captioning.data.sampler import EpochSampler
 class TensorBatches:
     """Yields the same batches as `DataLoader(CaptionDataset, sampler, collate)` over cached features.
 
-    features (N, D) and all padded captions (P, L) live on `device`; each batch is two index_selects.
+    features (N, D), or Features with their grids, and all padded captions (P, L) live on `device`; each batch
+    is a few index_selects.
     With features cached, per-item Python (__getitem__ + collate) is what limits training speed.
     """
 
-    def __init__(self, features: torch.Tensor, tokens: list[list[torch.Tensor]], sampler: EpochSampler,
+    def __init__(self, features: torch.Tensor | Any, tokens: list[list[torch.Tensor]], sampler: EpochSampler,
                  batch_size: int, device: torch.device):
         counts = torch.tensor([len(captions) for captions in tokens])
         self.first_pair = torch.cumsum(counts, 0) - counts  # record -> index of its first caption
         flat = [caption for captions in tokens for caption in captions]
         self.lengths = torch.tensor([len(caption) for caption in flat])  # (P,) on the CPU: batch widths need no sync
         self.tokens = pad_sequence(flat, batch_first=True).to(device)  # (P, L)
-        self.features = features.to(device)  # (N, D)
+        self.features = features.to(device)  # (N, D), or Features: pooled (N, D), grid (N, h * w, C)
         self.sampler, self.batch_size, self.device = sampler, batch_size, device
 
     def __len__(self) -> int:

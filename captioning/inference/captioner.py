@@ -1,6 +1,7 @@
 """Captioning images or clips with a trained checkpoint: `Captioner.from_checkpoint(path).caption(items)`."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,10 @@ class Caption:
     caption: str
     score: float  # summed log-prob divided by the length penalty (higher is better)
     alternatives: list[dict] = field(default_factory=list)  # runners-up, best first: {"caption", "score"}
+    # With return_attention (attention decoders): per word of `caption`, its weights over the grid's cells,
+    # row-major over `grid` = [rows, columns].
+    attention: list[list[float]] | None = None
+    grid: list[int] | None = None
 
 
 def check_caption_payload(payload: dict) -> Vocabulary:
@@ -111,17 +116,50 @@ class Captioner:
             captions.append(Caption(ranked[0]["caption"], ranked[0]["score"], ranked[1:]))
         return captions
 
-    def caption_inputs(self, inputs: list, **decode) -> list[Caption]:
-        """Already-read model inputs (from `read`) -> one Caption each."""
-        return self.to_captions(*self.decode(self.encode(self.inputs.stack(inputs)), **decode))
+    def caption_inputs(self, inputs: list, *, return_attention: bool = False, **decode) -> list[Caption]:
+        """Already-read model inputs (from `read`) -> one Caption each (with attention weights: `caption`)."""
+        memory = self.encode(self.inputs.stack(inputs))
+        tokens, scores = self.decode(memory, **decode)
+        captions = self.to_captions(tokens, scores)
+        if return_attention:
+            for caption, weights in zip(captions, self.attention(memory, tokens[:, 0])):
+                caption.attention = [[round(float(w), 5) for w in row] for row in weights]
+                caption.grid = grid_shape(weights.size(1))
+        return captions
 
-    def caption(self, items: Any | Sequence[Any], *, batch_size: int = 32, **decode) -> Caption | list[Caption]:
+    def has_attention(self) -> bool:
+        return hasattr(self.model.decoder, "attention_weights")
+
+    @torch.no_grad()
+    def attention(self, memory: Any, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Captions `tokens` (B, T) (no `<start>`, ending with `<end>`) -> per caption (words, N): where each of its
+        words looked. The decoder reruns each caption word by word, so the weights are those decoding produced."""
+        if not self.has_attention():
+            raise ValueError(f"return_attention: the {type(self.model.decoder).__name__} attends over no grid "
+                             "(attention decoders: model/decoder=soft_attention or updown)")
+        start = torch.full_like(tokens[:, :1], self.vocab.start)
+        weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
+        lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]
+        return [w[:n].float().cpu() for w, n in zip(weights, lengths)]
+
+    def caption(self, items: Any | Sequence[Any], *, batch_size: int = 32, return_attention: bool = False,
+                **decode) -> Caption | list[Caption]:
         """Caption one input or a list of them: images (paths, PIL images, tensors (3, H, W) or (B, 3, H, W)) for an
         image captioner, clips (frame folders, video files) for a clip captioner. One gives one Caption, a list a list.
-        Unreadable files raise `ImageReadError` (clips: `ClipReadError`)."""
+        Unreadable files raise `ImageReadError` (clips: `ClipReadError`). `return_attention` (attention decoders):
+        each Caption also holds, per word, its attention weights over the grid (`Caption.attention`, `.grid`)."""
         single = self.inputs.is_single(items)
         items = [items] if single else list(items)
         captions = []
         for first in range(0, len(items), batch_size):
-            captions += self.caption_inputs([self.read(item) for item in items[first:first + batch_size]], **decode)
+            captions += self.caption_inputs([self.read(item) for item in items[first:first + batch_size]],
+                                            return_attention=return_attention, **decode)
         return captions[0] if single else captions
+
+
+def grid_shape(cells: int) -> list[int]:
+    """[rows, columns] of a square grid of `cells` cells (every encoder here takes square inputs)."""
+    side = math.isqrt(cells)
+    if side * side != cells:
+        raise ValueError(f"a grid of {cells} cells is not square; its layout is unknown")
+    return [side, side]

@@ -77,11 +77,13 @@ def write_json(rows: list[dict], output: str) -> None:
 
 
 def caption_paths(paths: list[Path], load: Callable[[Path], object], caption_batch: Callable[[list], list[Caption]],
-                  *, batch_size: int, output: str | None, kind: str = "image", overwrite: bool = False) -> list[dict]:
+                  *, batch_size: int, output: str | None, kind: str = "image", overwrite: bool = False,
+                  after: Callable[[Path, Caption], object] | None = None) -> list[dict]:
     """Print `path<TAB>caption` per readable path; report unreadable ones on stderr and go on; optionally write JSON.
 
     `load` raises `ImageReadError` (clips: its subclass) for a file it cannot read; `kind` names the JSON key.
     `output` is checked before anything is captioned (`check_output`); `overwrite`: replace a file of another origin.
+    `after(path, caption)` runs for each caption (attention maps).
     """
     if output:
         paths = check_output(output, paths, overwrite)
@@ -97,8 +99,11 @@ def caption_paths(paths: list[Path], load: Callable[[Path], object], caption_bat
         if not loaded:
             continue
         for (path, _), caption in zip(loaded, caption_batch([item for _, item in loaded])):
-            results.append({kind: str(path), **asdict(caption)})
+            results.append({kind: str(path), **{key: value for key, value in asdict(caption).items()
+                                                 if value is not None}})
             print(f"{path}\t{caption.caption}", flush=True)
+            if after is not None:
+                after(path, caption)
     if skipped:
         print(f"{len(results)} {kind}s captioned, {skipped} skipped", file=sys.stderr)
     if output:

@@ -49,8 +49,8 @@ class ImageEncoder(nn.Module):
 
     @staticmethod
     def from_cached(inputs: torch.Tensor | Features) -> Features:
-        """A batch of cached features: pooled vectors (B, D), or Features when the store holds grids too."""
-        return inputs if isinstance(inputs, Features) else Features(inputs)
+        """A batch of cached features: pooled vectors (B, D), or Features with grids (stored grids may be float16)."""
+        return inputs.float() if isinstance(inputs, Features) else Features(inputs)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         # A frozen encoder stays in eval mode (batch-norm statistics and dropout fixed) while the decoder trains.
@@ -66,16 +66,23 @@ def _preprocess(input_size: int, mean, std, interpolation: str = "bilinear", cro
 
 
 class TinyCNN(nn.Module):
-    """Four stride-2 conv blocks, then flatten + linear: keeps *where* things are, which pooling loses."""
+    """`blocks` stride-2 conv blocks, then flatten + linear: keeps *where* things are, which pooling loses.
 
-    def __init__(self, image_size: int = 64, width: int = 32, out_dim: int = 256):
+    The grid is the last block's map: (image_size / 2^blocks)^2 cells of min(2^(blocks-1), 4) * width channels.
+    Fewer blocks give more, more local cells (each cell of 3 blocks sees 15 pixels, of 4 blocks 31).
+    """
+
+    def __init__(self, image_size: int = 64, width: int = 32, out_dim: int = 256, blocks: int = 4):
         super().__init__()
-        channels = [3, width, width * 2, width * 4, width * 4]
-        blocks = []
+        if not 1 <= blocks <= 6 or image_size % 2 ** blocks:
+            raise ValueError(f"model.encoder: image_size {image_size} must be a multiple of 2^blocks "
+                             f"(blocks {blocks}, from 1 to 6)")
+        channels = [3] + [width * min(2 ** i, 4) for i in range(blocks)]
+        layers = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            blocks += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*blocks)
-        grid = image_size // 16
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        grid = image_size // 2 ** blocks
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * grid * grid, out_dim), nn.ReLU(inplace=True))
         self.grid_dim = channels[-1]
 
@@ -88,10 +95,10 @@ class TinyCNN(nn.Module):
 
 @ENCODERS.register("tiny_cnn")
 def tiny_cnn(image_size: int = 64, width: int = 32, out_dim: int = 256, trainable: bool = True,
-             pretrained: bool = False) -> ImageEncoder:
+             pretrained: bool = False, blocks: int = 4) -> ImageEncoder:
     """A small CNN trained from scratch (`pretrained` is accepted for a uniform interface; it has no weights)."""
     preprocess = _preprocess(image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    return ImageEncoder(TinyCNN(image_size, width, out_dim), out_dim, preprocess, trainable, "tiny_cnn")
+    return ImageEncoder(TinyCNN(image_size, width, out_dim, blocks), out_dim, preprocess, trainable, "tiny_cnn")
 
 
 # ---------------------------------------------------------------- torchvision

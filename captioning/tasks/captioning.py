@@ -23,9 +23,11 @@ from captioning.data.transforms import augments, build_transform
 from captioning.evaluation.report import (claim_outputs, evaluation_id, format_table, score_captions, sha256_of,
                                           write_outputs)
 from captioning.evaluation.results import write_results
+from captioning.inference.attention_maps import map_writer
 from captioning.inference.captioner import Captioner, check_caption_payload
 from captioning.inference.paths import caption_paths
 from captioning.models.captioner import build_caption_model
+from captioning.models.memory import Features
 from captioning.registry import plain
 from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
 from captioning.training.loop import TaskRun
@@ -100,6 +102,8 @@ class CaptionTask(Task):
         def lookup(table):
             if not cached:
                 return table
+            if "grid" in table:
+                return lambda i: Features(table["pooled"][i], table["grid"][i])
             return table["pooled"].__getitem__ if "pooled" in table else lambda i: (table["frames"][i], table["mask"][i])
 
         max_words, world, batch_size = cfg.vocab.max_words, distributed.world_size(), cfg.train.batch_size
@@ -114,7 +118,9 @@ class CaptionTask(Task):
             return make_loader(dataset, order, per_rank, cfg.data, device, collate_fn=inputs.collate)
 
         if cached and "pooled" in tables["train"]:  # batches indexed out of tensors on the device
-            train_loader = TensorBatches(tables["train"]["pooled"], train_set.tokens, sampler, per_rank, device)
+            train = tables["train"]
+            features = Features(train["pooled"], train["grid"]) if "grid" in train else train["pooled"]
+            train_loader = TensorBatches(features, train_set.tokens, sampler, per_rank, device)
         else:
             train_loader = loader(train_set, sampler)
         val_pairs = list(EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False))
@@ -147,7 +153,7 @@ class CaptionTask(Task):
         transform, options = build_transform(encoder.preprocess), image_options(data_cfg, encoder.preprocess)
         if not encoder.trainable and not augments(data_cfg.get("augment")):
             return {split: cache_features(encoder, inputs.loader(splits[split], transform, **options), len(splits[split]),
-                                          stack=inputs.stack, batch_size=cfg.train.batch_size, device=device,
+                                          grid=model.decoder.uses_grid, stack=inputs.stack, batch_size=cfg.train.batch_size, device=device,
                                           num_workers=data_cfg.num_workers, amp_dtype=amp_dtype,
                                           desc=f"encoding {split} {inputs.kind}s")
                     for split in ("train", "val")}, True
@@ -238,10 +244,13 @@ class CaptionTask(Task):
         captioner = Captioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
         decode = plain(cfg.decode)
         spec = plain(cfg.images) if not isinstance(cfg.images, str) else cfg.images
-        return caption_paths(captioner.inputs.find(spec), captioner.read,
-                             lambda batch: captioner.caption_inputs(batch, **decode),
+        paths, overwrite = captioner.inputs.find(spec), cfg.get("overwrite", False)
+        after = map_writer(captioner, paths, cfg.get("attention_maps"), overwrite)
+        if after is not None:
+            decode["return_attention"] = True
+        return caption_paths(paths, captioner.read, lambda batch: captioner.caption_inputs(batch, **decode),
                              batch_size=cfg.batch_size, output=cfg.output, kind=captioner.inputs.kind,
-                             overwrite=cfg.get("overwrite", False))
+                             overwrite=overwrite, after=after)
 
 
 @TASKS.register("image_caption")
@@ -265,13 +274,13 @@ class ImageCaptionTask(CaptionTask):
         if data_cfg.get("extract_features") and distributed.is_main():
             records = [record for split in splits.values() for record in split]
             extract_features(encoder, records, data_cfg.features, device=device, batch_size=cfg.train.batch_size,
-                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype)
+                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid)
         distributed.barrier()  # the other ranks wait for rank 0's store
         store = FeatureStore(data_cfg.features)
         store.check_encoder(encoder)
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
-        return {split: {"pooled": store.table(splits[split])} for split in ("train", "val")}, True
+        return {split: store.table(splits[split], grid=model.decoder.uses_grid) for split in ("train", "val")}, True
 
 
 @TASKS.register("video_caption")

@@ -39,8 +39,10 @@ def with_noise(rng: np.random.Generator, image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def draw_example(rng: np.random.Generator, image_size: int) -> tuple[Image.Image, list[tuple[str, str]]]:
-    """-> a still picture, and its shapes left to right as (colour, shape)."""
+def draw_example(rng: np.random.Generator, image_size: int,
+                 boxes: list | None = None) -> tuple[Image.Image, list[tuple[str, str]]]:
+    """-> a still picture, and its shapes left to right as (colour, shape); each shape's bounding box
+    (x0, y0, x1, y1) in pixels is appended to `boxes` when a list is given (the draws are the same either way)."""
     background = int(rng.integers(200, 256))
     image = Image.new("RGB", (image_size, image_size), (background,) * 3)
     draw = ImageDraw.Draw(image)
@@ -56,6 +58,8 @@ def draw_example(rng: np.random.Generator, image_size: int) -> tuple[Image.Image
         cy = image_size * rng.uniform(0.3, 0.7)
         draw_shape(draw, shape, cx, cy, radius, jittered_fill(rng, colour))
         objects.append((colour, shape))
+        if boxes is not None:
+            boxes.append((cx - radius, cy - radius, cx + radius, cy + radius))
     return with_noise(rng, image), objects
 
 

@@ -1,0 +1,116 @@
+"""What the attention decoders share: additive attention over grid cells, and a state that points at its image.
+
+Beam search keeps K rows per image and reorders them every step. An attention decoder's state is
+therefore split in two: the recurrent tensors, one row per live hypothesis, and the per-image memory
+(the grid and its attention keys), kept once per image and never copied. Each row carries the index
+of its image; `reorder_state` moves the rows and their indices, and a step gathers only the images its
+rows read. No K-fold copy of the grid lives across steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from captioning.models.decoders.base import CaptionDecoder
+
+
+class AdditiveAttention(nn.Module):
+    """score_i = w . tanh(W_g g_i + W_q q) over the N cells g_i of a grid; weights = softmax(scores) (Bahdanau)."""
+
+    def __init__(self, grid_dim: int, query_dim: int, attention_size: int):
+        super().__init__()
+        self.key = nn.Linear(grid_dim, attention_size)
+        self.query = nn.Linear(query_dim, attention_size)
+        self.score = nn.Linear(attention_size, 1)
+
+    def keys(self, grid: torch.Tensor) -> torch.Tensor:
+        """grid (B, N, C) -> keys (B, N, A): the query-independent half, computed once per image."""
+        return self.key(grid)
+
+    def forward(self, grid: torch.Tensor, keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid (B, N, C), keys (B, N, A), query (B, Q) -> context (B, C), weights (B, N) summing to 1."""
+        scores = self.score(torch.tanh(keys + self.query(query).unsqueeze(1))).squeeze(2)  # (B, N)
+        weights = scores.float().softmax(dim=-1).to(grid.dtype)
+        return torch.bmm(weights.unsqueeze(1), grid).squeeze(1), weights
+
+
+@dataclass
+class GridState:
+    """recurrent: tensors with one row per live hypothesis on dim 0; memory: per-image tensors (B, ...) (grid,
+    keys, pooled...); image (R,): the image each row reads, None while row i is image i (no reordering yet)."""
+    recurrent: tuple[torch.Tensor, ...]
+    memory: tuple[torch.Tensor, ...]
+    image: torch.Tensor | None = None
+
+    def rows_memory(self) -> tuple[torch.Tensor, ...]:
+        """The per-image memory of each live row (R, ...), gathered for this step only."""
+        if self.image is None:
+            return self.memory
+        return tuple(m.index_select(0, self.image) for m in self.memory)
+
+    def reorder(self, rows: torch.Tensor) -> "GridState":
+        return replace(self, recurrent=tuple(r.index_select(0, rows) for r in self.recurrent),
+                       image=rows if self.image is None else self.image.index_select(0, rows))
+
+    def advance(self, recurrent: tuple[torch.Tensor, ...]) -> "GridState":
+        return replace(self, recurrent=recurrent)
+
+
+def grid_of(memory) -> torch.Tensor:
+    """The (B, N, C) grid of `Features`, with a clear error when the encoder or feature cache gave none."""
+    if getattr(memory, "grid", None) is None:
+        raise ValueError("this decoder attends over a feature grid, and the features hold none "
+                         "(a feature store written without store_grid=true, or an encoder without a grid)")
+    return memory.grid
+
+
+def coverage_penalty(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Doubly stochastic attention (Xu et al. 2015, eq. 14): sum over images and cells of (1 - sum_t alpha_ti)^2,
+    the sum over the real (non-pad) steps. weights (B, T, N), targets (B, T)."""
+    attended = (weights.float() * (targets != 0).unsqueeze(2)).sum(dim=1)  # (B, N)
+    return ((1.0 - attended) ** 2).sum()
+
+
+class GridAttentionDecoder(CaptionDecoder):
+    """An attention decoder is its `init_state` and `advance` (one word for every live row); the rest is here.
+
+    Subclasses set `embed`, `dropout` and `project` (hidden -> vocabulary logits)."""
+    uses_grid = True
+    embed: nn.Embedding
+    dropout: nn.Dropout
+    project: nn.Linear
+
+    def advance(self, words: torch.Tensor, state: GridState) -> tuple[torch.Tensor, torch.Tensor, GridState]:
+        """Embedded words (R, E) -> the hidden state that predicts the next word (R, H), attention weights (R, N),
+        and the new state."""
+        raise NotImplementedError
+
+    def step(self, tokens: torch.Tensor, state: GridState) -> tuple[torch.Tensor, GridState]:
+        h, _, state = self.advance(self.embed(tokens), state)
+        return torch.log_softmax(self.project(h).float(), dim=-1), state
+
+    def reorder_state(self, state: GridState, rows: torch.Tensor) -> GridState:
+        return state.reorder(rows)
+
+    def teacher_forced(self, memory, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> hidden states (B, T - 1, H) and attention weights (B, T - 1, N), one per next word."""
+        state = self.init_state(memory)
+        words = self.dropout(self.embed(tokens[:, :-1]))
+        hidden, weights = [], []
+        for t in range(words.size(1)):
+            h, w, state = self.advance(words[:, t], state)
+            hidden.append(h)
+            weights.append(w)
+        return torch.stack(hidden, dim=1), torch.stack(weights, dim=1)
+
+    def logits_at_targets(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.project(self.dropout(hidden[tokens[:, 1:] != 0]))  # (N, V), as target_logits promises
+
+    def target_logits(self, memory, tokens: torch.Tensor) -> torch.Tensor:
+        return self.logits_at_targets(self.teacher_forced(memory, tokens)[0], tokens)
+
+    def attention_weights(self, memory, tokens: torch.Tensor) -> torch.Tensor:
+        """Where each word of the captions `tokens` (B, T) looked: (B, T - 1, N), row t for the word tokens[:, t + 1]."""
+        return self.teacher_forced(memory, tokens)[1]

@@ -1,0 +1,154 @@
+"""Attention decoders: the penalty, cached grids, where the words look on the built-in shapes, maps, checkpoints.
+
+Beam search over both attention decoders (exhaustive search, beam 1 = greedy, batch invariance, no grid
+copies) is tested with every other decoder in test_decoding.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from captioning.data.features import cache_features
+from captioning.inference.captioner import Captioner
+from captioning.models import encoders
+from captioning.models.decoders import DECODERS
+from captioning.models.decoders.attend import coverage_penalty
+from captioning.models.memory import Features
+from captioning.tasks import train
+from tests.conftest import CONF, ROOT, compose_train
+from tools.attention_on_shapes import SIZE, cell_coverage, localisation, pictures_of_several_shapes
+
+def test_doubly_stochastic_penalty_is_added_in_training_only():
+    torch.manual_seed(0)
+    decoder = DECODERS.build({"name": "soft_attention", "embed_size": 8, "hidden_size": 8, "attention_size": 8,
+                              "dropout": 0.0, "doubly_stochastic": 2.0}, "test", vocab_size=12, feature_dim=4,
+                             grid_dim=6)
+    memory = Features(torch.randn(3, 4), torch.randn(3, 5, 6))
+    tokens = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 10, 2, 0]])
+    targets = tokens[:, 1:]
+    decoder.eval()
+    plain, count = decoder.loss(memory, tokens)
+    expected = torch.nn.functional.cross_entropy(decoder.target_logits(memory, tokens), targets[targets != 0],
+                                                 reduction="sum")
+    assert count == 9 and torch.allclose(plain, expected)
+    weights = decoder.attention_weights(memory, tokens)  # (3, 4, 5): one row per next word
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 4))
+    # By hand: per image, each cell's attention summed over the image's real steps, then sum of (1 - that)^2.
+    weights = weights.detach()
+    by_hand = sum(float(((1 - weights[b, :n].sum(0)) ** 2).sum()) for b, n in enumerate([4, 2, 3]))
+    assert float(coverage_penalty(weights, targets)) == pytest.approx(by_hand, rel=1e-5)
+    decoder.train()
+    regularised, _ = decoder.loss(memory, tokens)
+    assert float(regularised) == pytest.approx(float(plain) + 2.0 * by_hand, rel=1e-5)
+
+
+def test_cached_grids_are_the_encoders_grids():
+    encoder = encoders.tiny_cnn(width=8, out_dim=16, trainable=False).eval()
+    images = torch.randn(5, 3, SIZE, SIZE)
+    table = cache_features(encoder, lambda i: images[i], 5, grid=True, stack=torch.stack, batch_size=2,
+                           device=torch.device("cpu"))
+    with torch.no_grad():
+        expected = encoder(images)
+    assert table["grid"].shape == (5, 16, 32)  # 4 x 4 cells of the last conv block's 4 * width channels
+    assert torch.allclose(table["grid"], expected.grid, atol=1e-6)
+    assert torch.allclose(table["pooled"], expected.pooled, atol=1e-6)
+    assert "grid" not in cache_features(encoder, lambda i: images[i], 5, stack=torch.stack, batch_size=2,
+                                        device=torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- a trained soft-attention captioner
+
+
+@pytest.fixture(scope="module")
+def attention_run(tmp_path_factory, synthetic_root):
+    """Soft attention over the tiny CNN's 8 x 8 grid (3 blocks: each cell sees 15 pixels), trained end to end on
+    the built-in shapes. Without the doubly stochastic penalty: asking each of 64 cells for a total weight of 1
+    over a caption of about 10 words spreads every word's attention (docs/attention.md#on-the-built-in-shapes)."""
+    run_dir = tmp_path_factory.mktemp("attention-run")
+    train(compose_train([f"data.source.root={synthetic_root}", "model/decoder=soft_attention", "model.encoder.blocks=3",
+                         "model.decoder.doubly_stochastic=0.0", "train.epochs=4", "train.show_examples=0"], run_dir))
+    return run_dir
+
+
+def test_colour_and_shape_words_look_at_the_shape_they_name(attention_run):
+    """Mass on a shape = sum over cells of weight x the fraction of the cell its box covers. Uniform attention
+    gives the box's share of the image; the colour and shape words must each give at least 3x that, on average."""
+    ratios = localisation(Captioner.from_checkpoint(attention_run / "checkpoints" / "best.pt", device="cpu"))
+    assert ratios["colour"] >= 3.0 and ratios["shape"] >= 3.0, ratios
+
+
+def test_the_localisation_measure_can_fail():
+    """A decoder whose attention is uniform scores 1; one that looks at each named box scores far above 3."""
+    image, words, named = pictures_of_several_shapes(1, seed=5)[0]
+    for _, _, box in named:
+        coverage = cell_coverage(box, 8)
+        uniform = torch.full((64,), 1 / 64)
+        assert float(uniform @ coverage) / float(coverage.mean()) == pytest.approx(1.0)
+        on_box = coverage / coverage.sum()
+        assert float(on_box @ coverage) / float(coverage.mean()) > 3.0
+    assert cell_coverage((0, 0, 32, 32), 2).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert cell_coverage((16, 16, 48, 48), 2).tolist() == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_captioner_returns_each_words_attention_with_beam_search(attention_run, synthetic_root):
+    captioner = Captioner.from_checkpoint(attention_run / "checkpoints" / "best.pt", device="cpu")
+    images = [image for image, _, _ in pictures_of_several_shapes(6, seed=7)]
+    plain = captioner.caption(images, beam_size=3)
+    looked = captioner.caption(images, beam_size=3, return_attention=True)
+    for without, caption in zip(plain, looked):
+        assert caption.caption == without.caption and without.attention is None  # asking changes no caption
+        assert caption.grid == [8, 8] and len(caption.attention) == len(caption.caption.split())
+        assert all(abs(sum(row) - 1) < 1e-3 and len(row) == 64 for row in caption.attention)
+    # The weights are those of decoding: the first word's row equals the decoder's first step on this image.
+    memory = captioner.encode(captioner.read(images[0])[None])
+    state = captioner.model.decoder.init_state(memory)
+    h, _ = state.recurrent
+    _, first = captioner.model.decoder.attention(*state.memory, h)
+    assert torch.allclose(torch.tensor(looked[0].attention[0]), first[0], atol=1e-4)
+
+
+def test_caption_script_writes_attention_maps_and_refuses_to_replace_them(attention_run, learned_run, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, (image, _, _) in enumerate(pictures_of_several_shapes(3, seed=11)):
+        image.save(folder / f"shapes_{index}.png")
+    maps, output = tmp_path / "maps", tmp_path / "captions.json"
+    checkpoint = attention_run / "checkpoints" / "best.pt"
+    script = [sys.executable, str(ROOT / "scripts" / "caption.py"), f"checkpoint={checkpoint}", f"images={folder}",
+              "device=cpu", f"attention_maps={maps}", f"output={output}"]
+    done = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    pngs = sorted(path.name for path in maps.iterdir())
+    assert pngs == ["shapes_0.png", "shapes_1.png", "shapes_2.png"]
+    rows = json.loads(output.read_text())
+    words = len(rows[0]["caption"].split())
+    with Image.open(maps / "shapes_0.png") as picture:  # one 2.2 x 2.4 inch panel per word, five to a row, 80 dpi
+        assert picture.format == "PNG" and picture.size == (176 * min(words, 5), 192 * math.ceil(words / 5))
+    assert len(rows[0]["attention"]) == words and rows[0]["grid"] == [8, 8]
+    before = (maps / "shapes_0.png").read_bytes()
+    again = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 1 and f"{maps / 'shapes_0.png'} exists; give overwrite=true" in again.stderr
+    assert (maps / "shapes_0.png").read_bytes() == before
+    pooled = [part.replace(str(checkpoint), str(learned_run / "checkpoints" / "best.pt")) for part in script]
+    refused = subprocess.run(pooled[:-1] + [f"attention_maps={tmp_path / 'other'}"], capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert refused.returncode == 1 and "decoder attends over no grid" in refused.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_attention_checkpoint_evaluates_like_any_other(attention_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from captioning.tasks import evaluate
+
+    overrides = [f"checkpoint={attention_run / 'checkpoints' / 'best.pt'}", "split=test", "device=cpu", "java=none",
+                 f"output_dir={tmp_path / 'eval'}", "max_images=40", "decode.beam_size=3"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        report = evaluate(compose("evaluate", overrides=overrides))
+    assert report["metrics"]["BLEU-4"] > 30  # it captions the shapes, through the unchanged evaluate path
