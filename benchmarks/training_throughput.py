@@ -19,6 +19,7 @@ from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import build_transform
 from captioning.models.captioner import CaptionModel, build_caption_model, build_encoder
+from captioning.models.memory import Features
 from captioning.registry import plain
 from captioning.runtime import resolve_amp, resolve_device
 from captioning.training.loop import train_one_epoch
@@ -37,11 +38,11 @@ def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[Ca
             for i, path in enumerate(paths)]
 
 
-def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | None, batch_size: int,
+def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | Features | None, batch_size: int,
                   steps: int, warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int,
                   bucket_pool: int = 0) -> dict:
-    """Captions per second of `train_one_epoch` (the real training step): over cached `features` (N, D)
-    when given, else over the dataset's images."""
+    """Captions per second of `train_one_epoch` (the real training step): over cached `features` (N, D), or
+    Features with grids for attention decoders, when given, else over the dataset's images."""
     cached = features is not None
     sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0, batch_size=batch_size,
                            lengths=dataset.caption_lengths(), bucket=bucket_pool)
@@ -98,10 +99,12 @@ def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable[tor
             "peak_memory_mb": peak_memory_mib(device)}
 
 
-def make_model(encoder_spec: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device) -> CaptionModel:
-    """The registered encoder `encoder_spec` ({name, ...}) and the Show and Tell LSTM decoder of size `hidden`."""
-    spec = {"encoder": {**encoder_spec, "trainable": trainable},
-            "decoder": {"name": "lstm", "embed_size": hidden, "hidden_size": hidden}}
+def make_model(encoder_spec: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device,
+               decoder: str = "lstm") -> CaptionModel:
+    """The registered encoder `encoder_spec` ({name, ...}) and a registered decoder (the Show and Tell LSTM by
+    default) of embedding and state size `hidden` (attention decoders: attention size too)."""
+    sizes = {"embed_size": hidden, "hidden_size": hidden, **({"attention_size": hidden} if decoder != "lstm" else {})}
+    spec = {"encoder": {**encoder_spec, "trainable": trainable}, "decoder": {"name": decoder, **sizes}}
     return build_caption_model(spec, vocab_size, where="benchmark").to(device)
 
 
@@ -141,6 +144,8 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
                                    bucket_pool=cfg.bucket_pool)
             rows.append({"benchmark": f"train, cached {model.encoder.out_dim}-d features", "path": "cached",
                          "encoder": encoder, "group": position, "device": name, **result})
+        if position == 0:
+            rows += grid_rows(cfg, encoder_spec, records, vocab, device, amp_dtype, name)
         image_set = CaptionDataset(records, vocab, 20, ImageLoader(records, build_transform(model.encoder.preprocess)))
         result = time_training(model, image_set, features=None, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
                                warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers,
@@ -183,6 +188,28 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         rows.append({"benchmark": f"extract {encoder.name} ({extract_cfg.source}{', amp' if amp_dtype else ''})",
                      "device": name, **result})
         del encoder
+    return rows
+
+
+def grid_rows(cfg, encoder_spec: dict, records: list[CaptionRecord], vocab: Vocabulary, device: torch.device,
+              amp_dtype: torch.dtype | None, name: str) -> list[dict]:
+    """Attention decoders (`grid_decoders`) trained on cached grids of the encoder's shape, next to the pooled rows."""
+    rows = []
+    for decoder in cfg.get("grid_decoders") or []:
+        model = make_model(encoder_spec, len(vocab), cfg.hidden_size, trainable=False, device=device, decoder=decoder)
+        size = model.encoder.preprocess["input_size"]
+        with torch.no_grad():
+            cells, channels = model.encoder.eval()(torch.zeros(1, 3, size, size, device=device)).grid.shape[1:]
+        features = Features(torch.randn(len(records), model.encoder.out_dim),
+                            torch.randn(len(records), cells, channels).half())  # as a grid store keeps them
+        dataset = CaptionDataset(records, vocab, 20, lambda i: Features(features.pooled[i], features.grid[i]))
+        for batch_size in cfg.cached_batch_sizes:
+            result = time_training(model, dataset, features=features, batch_size=batch_size, steps=cfg.cached_steps,
+                                   warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,
+                                   bucket_pool=cfg.bucket_pool)
+            rows.append({"benchmark": f"train {decoder}, cached {cells}x{channels} grids", "path": "grid",
+                         "encoder": model.encoder.name, "device": name, **result})
+        del model
     return rows
 
 

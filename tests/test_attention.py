@@ -152,3 +152,40 @@ def test_attention_checkpoint_evaluates_like_any_other(attention_run, tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         report = evaluate(compose("evaluate", overrides=overrides))
     assert report["metrics"]["BLEU-4"] > 30  # it captions the shapes, through the unchanged evaluate path
+
+
+def test_grid_size_pools_the_grid_and_input_size_enlarges_it(tmp_path):
+    """grid_size trades cells for size (the store and attention); input_size gives more cells (448 px: 14 x 14)."""
+    images = torch.randn(2, 3, SIZE, SIZE)
+    full = encoders.tiny_cnn(width=4, out_dim=8).eval()
+    pooled = encoders.tiny_cnn(width=4, out_dim=8, grid_size=2).eval()
+    pooled.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        a, b = full(images), pooled(images)
+    assert a.grid.shape == (2, 16, 16) and b.grid.shape == (2, 4, 16)
+    assert torch.allclose(b.pooled, a.pooled)  # the pooled vector is the backbone's own, whatever the grid
+    corner = a.grid.view(2, 4, 4, 16)[:, :2, :2].mean(dim=(1, 2))  # the top-left 2 x 2 cells, averaged
+    assert torch.allclose(b.grid[:, 0], corner, atol=1e-6)
+    with pytest.raises(ValueError, match="model.encoder.grid_size must be a positive"):
+        encoders.tiny_cnn(grid_size=0)
+    large = encoders.efficientnet_lite0(pretrained=True, input_size=448).eval()
+    assert large.preprocess["input_size"] == 448
+    with torch.no_grad():
+        assert large(torch.randn(1, 3, 448, 448)).grid.shape == (1, 196, 1280)
+
+
+def test_a_store_of_pooled_grids_serves_only_runs_that_pool_the_same_way(tmp_path):
+    from captioning.data.features import FeatureStore, extract_features
+    from captioning.data.records import DataError
+    from captioning.data.sources.synthetic import synthetic_splits
+
+    records = synthetic_splits(tmp_path / "shapes", num_train=4, num_val=1, num_test=1, image_size=32)["train"]
+    encoder = encoders.efficientnet_lite0(pretrained=True, grid_size=3)
+    store = extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), store_grid=True)
+    assert FeatureStore(store).header["grid"] == [9, 1280]
+    FeatureStore(store).check_encoder(encoder)
+    with pytest.raises(DataError, match="grid_size: store has 3, run wants None"):
+        FeatureStore(store).check_encoder(encoders.efficientnet_lite0(pretrained=True))
+    with pytest.raises(DataError, match="another encoder"):  # nor is it continued by one that does not pool
+        extract_features(encoders.efficientnet_lite0(pretrained=True), records, store, device=torch.device("cpu"),
+                         store_grid=True)

