@@ -201,6 +201,7 @@ EXTRACT = {  # conf/extract_features.yaml (model.encoder: its registry)
     "amp": AMP,
     "dtype": one_of("float16", "float32"),
     "store_grid": BOOL,
+    "decode_on_device": one_of("auto", True, False),
 }
 
 SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA, **DECODE},

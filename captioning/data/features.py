@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioning.data.datasets import Clips, ImageLoader
+from captioning.data.device_decode import DevicePreprocess, JpegBytes, stack_items
 from captioning.data.records import CaptionRecord, DataError, first_items
 from captioning.data.store_files import (array_shapes, check_arrays, checksums, no_space, read_header, read_index,
                                          reserve, write_json)
@@ -72,18 +73,21 @@ class _Stack:
 @torch.no_grad()
 def encode_rows(encoder: torch.nn.Module, load: Callable[[int], Any], rows: list[int], *, stack: Callable[[list], Any],
                 batch_size: int, device: torch.device, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
-                desc: str = "encoding") -> Iterator[tuple[torch.Tensor, Any]]:
+                desc: str = "encoding", prepare: Callable[[Any, torch.device], Any] | None = None
+                ) -> Iterator[tuple[torch.Tensor, Any]]:
     """The one pass of a frozen encoder over inputs: yields (rows (b,), encoder output) batch by batch.
 
     `load(row)` gives one input (an image tensor or a clip), `stack` batches them; the output is the
-    encoder's (`Features` for images, `Clips` of per-frame features for clips).
+    encoder's (`Features` for images, `Clips` of per-frame features for clips). `prepare(batch, device)` makes
+    the encoder's input on the device (default: `batch.to(device)`; device-side JPEG decoding: `device_decode`).
     """
     encoder.eval().to(device)
     loader = DataLoader(_Rows(rows, load), batch_size=batch_size, num_workers=num_workers, collate_fn=_Stack(stack),
                         pin_memory=device.type == "cuda")
     for batch_rows, batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        inputs = prepare(batch, device) if prepare is not None else batch.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            yield batch_rows, encoder(batch.to(device, non_blocking=True))
+            yield batch_rows, encoder(inputs)
 
 
 def cache_features(encoder: torch.nn.Module, load: Callable[[int], Any], count: int, grid: bool = False,
@@ -106,8 +110,9 @@ def cache_features(encoder: torch.nn.Module, load: Callable[[int], Any], count: 
 
 def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output: str | Path, *, device: torch.device,
                      batch_size: int = 64, num_workers: int = 0, dtype: str = "float16", store_grid: bool = False,
-                     amp_dtype: torch.dtype | None = None) -> Path:
-    """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different or damaged one."""
+                     amp_dtype: torch.dtype | None = None, decode_on_device: bool = False) -> Path:
+    """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different or damaged one.
+    `decode_on_device`: JPEGs are decoded in batches where the encoder runs (nvJPEG on CUDA; `device_decode`)."""
     if encoder.weights is None:
         raise DataError(f"encoder {encoder.name!r} has no pretrained weights: features of a random network "
                         "are not worth caching (set model.encoder.pretrained=true)")
@@ -131,9 +136,15 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     if todo and len(todo) < len(ids):
         log.info("%s: resuming, %d of %d images already done", output, len(ids) - len(todo), len(ids))
 
-    images = ImageLoader([CaptionRecord(i, Path(p), "", []) for i, p in zip(ids, paths)], build_transform(encoder.preprocess))
-    for rows, out in encode_rows(encoder, images, todo, stack=torch.stack, batch_size=batch_size, device=device,
-                                 num_workers=num_workers, amp_dtype=amp_dtype, desc=f"extracting {encoder.name} features"):
+    unique = [CaptionRecord(i, Path(p), "", []) for i, p in zip(ids, paths)]
+    transform = build_transform(encoder.preprocess)
+    images, stack, prepare = ImageLoader(unique, transform), torch.stack, None
+    if decode_on_device:
+        images, stack = JpegBytes(unique, transform), stack_items
+        prepare = DevicePreprocess(encoder.preprocess, images.cpu)
+    for rows, out in encode_rows(encoder, images, todo, stack=stack, batch_size=batch_size, device=device,
+                                 num_workers=num_workers, amp_dtype=amp_dtype, prepare=prepare,
+                                 desc=f"extracting {encoder.name} features"):
         rows = rows.numpy()
         if grid is not None:
             grid[rows] = out.grid.float().cpu().numpy().astype(dtype)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
                   "nearest": T.InterpolationMode.NEAREST}
 
 
@@ -19,7 +19,7 @@ def build_transform(preprocess: dict, augment: dict | None = None) -> Callable[[
     `augment` = {hflip: bool, random_resized_crop: bool, color_jitter: float} (training only).
     """
     size = int(preprocess["input_size"])
-    interpolation = _INTERPOLATION[preprocess.get("interpolation", "bilinear")]
+    interpolation = INTERPOLATION[preprocess.get("interpolation", "bilinear")]
     augment = augment or {}
     steps: list = []
     if augment.get("random_resized_crop"):

@@ -107,7 +107,8 @@ def extract(cfg: DictConfig) -> Path:
     encoder = build_encoder({**plain(cfg.model.encoder), "trainable": False}, pretrained=True)
     return extract_features(encoder, records, cfg.output, device=device, batch_size=cfg.batch_size,
                             num_workers=cfg.data.num_workers, dtype=cfg.dtype, store_grid=cfg.store_grid,
-                            amp_dtype=resolve_amp(cfg.amp, device))
+                            amp_dtype=resolve_amp(cfg.amp, device),
+                            decode_on_device=device.type == "cuda" if cfg.decode_on_device == "auto" else cfg.decode_on_device)
 
 
 def checkpoint_task(path: str | Path) -> str:
