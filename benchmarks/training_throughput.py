@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.devices import device_name, peak_memory_mib, reset_peak, synchronize
 from captioning.data.datasets import CaptionDataset, ImageLoader, collate
+from captioning.data.device_decode import DevicePreprocess, JpegBytes, stack_items
 from captioning.data.records import CaptionRecord
 from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
@@ -24,6 +25,17 @@ from captioning.registry import plain
 from captioning.runtime import resolve_amp, resolve_device
 from captioning.training.loop import train_one_epoch
 from captioning.vocab import SPECIALS, Vocabulary
+
+
+class Indexed(torch.utils.data.Dataset):
+    def __init__(self, load: Callable[[int], object], count: int):
+        self.load, self.count = load, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> object:
+        return self.load(index)
 
 
 def fake_vocab(size: int) -> Vocabulary:
@@ -72,9 +84,10 @@ def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: tor
 
 
 @torch.no_grad()
-def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable[torch.Tensor]], *, device: torch.device,
-                    amp_dtype: torch.dtype | None, warmup: int = 2) -> dict:
-    """Images per second through the frozen encoder over the batches that `batches()` yields."""
+def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable], *, device: torch.device,
+                    amp_dtype: torch.dtype | None, warmup: int = 2, prepare: Callable | None = None) -> dict:
+    """Images per second through the frozen encoder over the batches that `batches()` yields; `prepare(batch,
+    device)` makes each batch's images on the device (device-side JPEG decoding), else `batch.to(device)`."""
     encoder.eval().to(device)
     context = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.autocast(device.type, enabled=False)
 
@@ -83,9 +96,10 @@ def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable[tor
         for i, batch in enumerate(batches()):
             if i >= limit:
                 break
+            images = prepare(batch, device) if prepare is not None else batch.to(device, non_blocking=True)
             with context:
-                encoder(batch.to(device, non_blocking=True))
-            done, size = done + batch.size(0), batch.size(0)
+                encoder(images)
+            done, size = done + images.size(0), images.size(0)
         return done, size
 
     run(warmup)
@@ -167,10 +181,17 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
                                 where="extraction.encoder")
         transform = build_transform(encoder.preprocess)
         size = encoder.preprocess["input_size"]
+        prepare = None
         if extract_cfg.source == "memory":  # model-side throughput: one random batch already on the device
             batch = torch.randn(extract_cfg.batch_size, 3, size, size, device=device)
             repeats = max(extract_cfg.images // extract_cfg.batch_size, 1)
             batches = lambda: (batch for _ in range(repeats))  # noqa: E731
+        elif extract_cfg.source == "device":  # end to end, JPEGs read by workers and decoded in batches on the device
+            load = JpegBytes(records[: extract_cfg.images], transform)
+            prepare = DevicePreprocess(encoder.preprocess, load.cpu)
+            loader = DataLoader(Indexed(load, len(load.cpu.paths)), batch_size=extract_cfg.batch_size,
+                                num_workers=cfg.num_workers, collate_fn=stack_items)
+            batches = lambda: iter(loader)  # noqa: E731
         else:  # end to end: JPEG decoding and resizing in DataLoader workers
             class Images(torch.utils.data.Dataset):
                 load = ImageLoader(records[: extract_cfg.images], transform)
@@ -184,7 +205,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
             loader = DataLoader(Images(), batch_size=extract_cfg.batch_size, num_workers=cfg.num_workers,
                                 pin_memory=device.type == "cuda")
             batches = lambda: iter(loader)  # noqa: E731
-        result = time_extraction(encoder, batches, device=device, amp_dtype=amp_dtype)
+        result = time_extraction(encoder, batches, device=device, amp_dtype=amp_dtype, prepare=prepare)
         rows.append({"benchmark": f"extract {encoder.name} ({extract_cfg.source}{', amp' if amp_dtype else ''})",
                      "device": name, **result})
         del encoder

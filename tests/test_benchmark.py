@@ -16,15 +16,17 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
     with open_dict(cfg):
         cfg.encoder = OmegaConf.create(tiny_cnn)
         cfg.also_frozen = OmegaConf.create([{**tiny_cnn, "width": 8, "out_dim": 24}])
-        cfg.extraction = OmegaConf.create([{"encoder": tiny_cnn, "source": "memory", "images": 8, "batch_size": 4}])
+        cfg.extraction = OmegaConf.create([{"encoder": tiny_cnn, "source": "memory", "images": 8, "batch_size": 4},
+                                           {"encoder": tiny_cnn, "source": "device", "images": 8, "batch_size": 4}])
     rows = run(cfg)
     assert [(r["benchmark"].split(",")[0], r.get("path")) for r in rows] == [
         ("train", "cached"), ("train soft_attention", "grid"), ("train updown", "grid"), ("train", "images"),
-        ("train", "fine-tune"), ("train", "cached"), ("train", "images"), ("extract tiny_cnn (memory)", None)]
+        ("train", "fine-tune"), ("train", "cached"), ("train", "images"), ("extract tiny_cnn (memory)", None),
+        ("extract tiny_cnn (device)", None)]
     assert rows[1]["benchmark"] == "train soft_attention, cached 16x16 grids"  # the tiny CNN's 4 x 4 cells, 4 * width
     assert rows[0]["benchmark"] == "train, cached 16-d features" and rows[5]["benchmark"] == "train, cached 24-d features"
     assert all(r.get("captions_per_s", r.get("images_per_s", 0)) > 0 and r["device"] for r in rows)
-    assert rows[0]["steps"] == 2 and rows[-1]["images"] == 8
+    assert rows[0]["steps"] == 2 and rows[-2]["images"] == rows[-1]["images"] == 8
     assert capsys.readouterr().out.count("x the image-decoding path with the same frozen tiny_cnn") == 2
     assert (tmp_path / "bench.json").is_file()
 
