@@ -1,0 +1,87 @@
+"""Self-critical training pieces: sampling with gradients for every decoder, the baselines, the policy-gradient step."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captioning.models.decoders import DECODERS
+from captioning.models.decoders.lstm import LSTMDecoder
+from captioning.models.memory import Features
+from captioning.training.scst import baseline_of, policy_loss, sample_with_log_probs
+
+START, END, VOCAB = 1, 2, 12
+
+
+def decoder_of(kind: str):
+    torch.manual_seed(0)
+    if kind == "lstm":
+        return LSTMDecoder(vocab_size=VOCAB, feature_dim=8, embed_size=8, hidden_size=16)
+    return DECODERS.build({"name": kind, "embed_size": 8, "hidden_size": 16, "attention_size": 8, "dropout": 0.0},
+                          "test", vocab_size=VOCAB, feature_dim=8, grid_dim=6)
+
+
+def memory_of(count: int) -> Features:
+    generator = torch.Generator().manual_seed(3)
+    return Features(torch.randn(count, 8, generator=generator), torch.randn(count, 4, 6, generator=generator))
+
+
+def sequence_log_prob(decoder, memory: Features, row: torch.Tensor, mask: torch.Tensor) -> float:
+    """log p(sampled caption | image) recomputed word by word, counted words only."""
+    state, word, total = decoder.init_state(memory), torch.tensor([START]), 0.0
+    for t in range(int(mask.sum())):
+        log_probs, state = decoder.step(word, state)
+        total += float(log_probs[0, row[t]])
+        word = row[t:t + 1]
+    return total
+
+
+@pytest.mark.parametrize("kind", ["lstm", "soft_attention", "updown"])
+def test_one_step_raises_the_sample_above_the_baseline_and_lowers_the_one_below(kind):
+    decoder, memory = decoder_of(kind), memory_of(1)
+    samples = sample_with_log_probs(decoder, memory, start=START, end=END, max_tokens=6, samples=2,
+                                    generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(samples.tokens[0], samples.tokens[1])  # two different captions of the one image
+    before = [sequence_log_prob(decoder, memory, samples.tokens[k], samples.mask[k]) for k in range(2)]
+    rewards = torch.tensor([[1.0, 0.0]])  # the first sample beats the mean of the others, the second does not
+    total, count = policy_loss(samples, rewards, baseline_of(rewards, "mean"))
+    assert count == int(samples.mask.sum())
+    optimizer = torch.optim.SGD(decoder.parameters(), lr=0.05)
+    (total / count).backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = [sequence_log_prob(decoder, memory, samples.tokens[k], samples.mask[k]) for k in range(2)]
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
+
+
+def test_samples_stop_at_end_and_only_counted_words_carry_gradient():
+    decoder, memory = decoder_of("lstm"), memory_of(3)
+    samples = sample_with_log_probs(decoder, memory, start=START, end=END, max_tokens=8, samples=4,
+                                    generator=torch.Generator().manual_seed(0))
+    assert samples.tokens.shape[0] == 12 and samples.log_probs.requires_grad
+    for row, counted in zip(samples.tokens, samples.mask):
+        ends = (row == END).nonzero()
+        if len(ends):  # counted up to and including the first <end>, then `end` padding that does not count
+            first = int(ends[0])
+            assert counted[: first + 1].all() and not counted[first + 1:].any() and (row[first:] == END).all()
+        else:
+            assert counted.all()
+    assert 0 < float(samples.entropy) <= torch.log(torch.tensor(float(VOCAB)))
+    # Seeded: the same generator draws the same captions.
+    again = sample_with_log_probs(decoder, memory, start=START, end=END, max_tokens=8, samples=4,
+                                  generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.tokens, samples.tokens)
+    # Zero advantage: no gradient at all.
+    total, _ = policy_loss(samples, torch.ones(3, 4), torch.ones(3, 4))
+    assert float(total) == 0.0
+
+
+def test_baselines():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]])
+    assert baseline_of(rewards, "mean").tolist() == [[2.5, 2.0, 1.5], [3.0, 3.0, 0.0]]
+    assert baseline_of(rewards, "greedy", torch.tensor([0.5, 4.0])).tolist() == [[0.5] * 3, [4.0] * 3]
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        baseline_of(rewards[:, :1], "mean")
+    with pytest.raises(ValueError, match="greedy captions' rewards"):
+        baseline_of(rewards, "greedy")
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        baseline_of(rewards, "best")
