@@ -7,7 +7,8 @@ import torch
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.lstm import LSTMDecoder
 from captioning.models.memory import Features
-from captioning.training.scst import baseline_of, policy_loss, sample_with_log_probs
+from captioning.decoding import sample_with_log_probs
+from captioning.training.scst import baseline_of, policy_loss
 
 START, END, VOCAB = 1, 2, 12
 
@@ -85,3 +86,39 @@ def test_baselines():
         baseline_of(rewards, "greedy")
     with pytest.raises(ValueError, match="baseline must be one of"):
         baseline_of(rewards, "best")
+
+
+def test_scst_from_a_cross_entropy_checkpoint_raises_val_cider(learned_run, synthetic_root, tmp_path):
+    """One command from cross-entropy to SCST (train.init_from keeps the vocabulary and model; new optimiser)."""
+    import json
+
+    from captioning.evaluation.cider_d import CiderD
+    from captioning.tasks import train
+    from tests.conftest import compose_train
+
+    best_epoch = json.loads((learned_run / "metrics.json").read_text())["best"]["epoch"]
+    start = next(json.loads(line)["CIDEr"] for line in open(learned_run / "validation.jsonl")
+                 if json.loads(line)["epoch"] == best_epoch)
+    metrics = train(compose_train([f"data.source.root={synthetic_root}", "train.objective=scst", "train.epochs=1",
+                                   f"train.init_from={learned_run / 'checkpoints' / 'best.pt'}", "optim.lr=5e-5",
+                                   "train.select_metric=CIDEr", "train.show_examples=0"], tmp_path))
+    assert metrics["CIDEr"] > start + 5, (start, metrics["CIDEr"])  # measured: 309.0 -> 333.8 after one epoch
+    logged = json.loads((tmp_path / "validation.jsonl").read_text().splitlines()[-1])
+    assert 0 < logged["scst_reward"] < 10 and 0 < logged["scst_entropy"] and logged["scst_baseline"] > 0
+    frequencies = CiderD.from_state(json.loads((tmp_path / "cider_d.json").read_text()))
+    assert frequencies.images == 3000  # the training split's captions, kept with the run
+
+
+def test_scst_options_are_checked_before_anything_runs(tmp_path, synthetic_root):
+    from captioning.options import OptionError
+    from captioning.tasks import train
+    from tests.conftest import compose_train
+
+    for overrides, message in [(["task=activity", "train.objective=scst"], "train.objective=scst: task 'activity'"),
+                               (["train.objective=scst", "train.scst.baseline=mean", "train.scst.samples=1"],
+                                "train.scst.baseline=mean: needs train.scst.samples >= 2"),
+                               (["train.objective=rl"], "train.objective='rl': expected one of xe | scst"),
+                               (["train.scst.temperature=0"], "train.scst.temperature=0: expected")]:
+        with pytest.raises(OptionError, match=message):
+            train(compose_train([f"data.source.root={synthetic_root}", *overrides], tmp_path / "run"))
+        assert not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from captioning.decoding import sample_with_log_probs
 from captioning.models.decoders import DECODERS, CaptionDecoder
 from captioning.models.encoders import ENCODERS, ImageEncoder
 from captioning.models.heads import HEADS, ActivityHead, ActivityModel
@@ -36,9 +37,14 @@ class CaptionModel(nn.Module):
         """Images (B, 3, H, W) or clips through the encoder, or, when `cached`, their stored features as they are."""
         return self.encoder.from_cached(inputs) if cached else self.encoder(inputs)
 
-    def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False) -> tuple[torch.Tensor, int]:
-        """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number."""
-        return self.decoder.loss(self.memory(inputs, cached), tokens)
+    def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False, sample: dict | None = None) -> Any:
+        """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number;
+        with `sample` (self-critical training), K captions per image drawn with their log-probabilities instead
+        (`decoding.sample_with_log_probs` arguments), so DDP sees the sampling pass as this module's forward."""
+        memory = self.memory(inputs, cached)
+        if sample is not None:
+            return sample_with_log_probs(self.decoder, memory, **sample)
+        return self.decoder.loss(memory, tokens)
 
     def parts(self) -> dict[str, nn.Module]:
         """The named parts another model can take over (`train.init_from`): encoder, decoder (and temporal for clips)."""

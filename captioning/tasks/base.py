@@ -30,6 +30,7 @@ class Task:
     name: ClassVar[str]
     metrics: ClassVar[dict[str, str]]  # validation metric -> "max" | "min": which way is better
     label_part: ClassVar[str]          # the model part that reads the labels (decoder: vocabulary, classifier: classes)
+    objectives: ClassVar[tuple[str, ...]] = ("xe",)  # train.objective values the task trains with
 
     def load_data(self, cfg: DictConfig, captions: bool) -> dict[str, list]:
         """The run's splits, checked; rank 0 reads (and maybe generates) them first, the other ranks after it."""

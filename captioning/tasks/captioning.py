@@ -32,6 +32,7 @@ from captioning.registry import plain
 from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
+from captioning.training.scst import self_critical
 from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
 from captioning.vocab import Vocabulary, check_vocabulary
 
@@ -66,6 +67,7 @@ def read_split(payload: dict, path: str | Path, split: str, data: dict | None, l
 
 class CaptionTask(Task):
     metrics = CAPTION_METRICS
+    objectives = ("xe", "scst")
     label_part = "decoder"
     model_parts: tuple[str, ...] = ("encoder", "decoder")
 
@@ -109,7 +111,9 @@ class CaptionTask(Task):
         max_words, world, batch_size = cfg.vocab.max_words, distributed.world_size(), cfg.train.batch_size
         train_set = CaptionDataset(splits["train"], vocab, max_words, lookup(tables["train"]))
         val_set = CaptionDataset(splits["val"], vocab, max_words, lookup(tables["val"]))
-        sampler = EpochSampler([len(r.captions) for r in splits["train"]], cfg.data.sampling, shuffle=True,
+        scst = cfg.train.get("objective", "xe") == "scst"  # self-critical: every image once per epoch
+        sampler = EpochSampler([len(r.captions) for r in splits["train"]], "random_caption" if scst else cfg.data.sampling,
+                               shuffle=True,
                                seed=cfg.seed, batch_size=batch_size, rank=distributed.rank(), world_size=world,
                                lengths=train_set.caption_lengths(), bucket=cfg.train.bucket_pool)
         per_rank = batch_size // world  # train.batch_size is the global batch
@@ -137,7 +141,10 @@ class CaptionTask(Task):
                   "preprocess": model.encoder.preprocess, "max_words": max_words,
                   "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
-        return TaskRun(model, lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached), sampler,
+        xe = lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached)  # noqa: E731
+        loss, validate_captions = (self_critical(model, vocab, splits["train"], cfg, cached, run_log, validate_captions)
+                                   if scst else (xe, validate_captions))
+        return TaskRun(model, loss, sampler,
                        train_loader, validate_captions, self.metrics, extras,
                        lambda m: f"val loss {m['loss']:.3f} | BLEU-1 {m['BLEU-1']:.1f} BLEU-4 {m['BLEU-4']:.1f} "
                                  f"CIDEr {m['CIDEr']:.1f}", pretrained)

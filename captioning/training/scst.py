@@ -1,55 +1,23 @@
-"""Self-critical sequence training (Rennie et al. 2017): sampling with gradients, baselines, the policy-gradient loss.
+"""Self-critical sequence training (Rennie et al. 2017): baselines, the policy-gradient loss, the task's loss.
 
-Like decoding.py, sampling sees a decoder only through its contract (`init_state`, `step`, `reorder_state`), so it
-works for every registered decoder, the attention ones included: each image's state is repeated K times by the
-decoder's own `reorder_state`.
+The K samples per image with their log-probabilities come from `decoding.sample_with_log_probs`, through the
+decoder contract, so every registered decoder trains this way, the attention ones included.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import json
+import logging
+from typing import Any, Callable
 
 import torch
 
+from captioning.decoding import Samples, greedy_search
+from captioning.evaluation.cider_d import CiderD
+from captioning.vocab import tokenize
+
+log = logging.getLogger(__name__)
+
 BASELINES = ("greedy", "mean")
-
-
-@dataclass
-class Samples:
-    tokens: torch.Tensor     # (B * K, T) drawn words, image-major (rows k*... of image b are b*K .. b*K+K-1), `end` after <end>
-    log_probs: torch.Tensor  # (B * K, T) log-probability of each drawn word under the sampling distribution (with grad)
-    mask: torch.Tensor       # (B * K, T) True for the words that count: up to and including each row's <end>
-    entropy: torch.Tensor    # () mean entropy of the sampling distribution over the counted steps (no grad)
-
-
-def sample_with_log_probs(decoder: Any, memory: Any, *, start: int, end: int, max_tokens: int, samples: int,
-                          temperature: float = 1.0, generator: torch.Generator | None = None) -> Samples:
-    """K = `samples` captions per image drawn from softmax(logits / temperature), keeping the graph for the loss."""
-    if samples < 1 or temperature <= 0:
-        raise ValueError(f"need samples >= 1 and temperature > 0, got {samples} and {temperature}")
-    B, device = len(memory), memory.device
-    state = decoder.reorder_state(decoder.init_state(memory), torch.arange(B, device=device).repeat_interleave(samples))
-    rows = B * samples
-    words = torch.full((rows,), start, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens, log_probs, mask, entropies = [], [], [], []
-    for _ in range(max_tokens):
-        scores, state = decoder.step(words, state)  # (rows, V) log-probabilities
-        tempered = torch.log_softmax(scores.float() / temperature, dim=-1)
-        words = torch.multinomial(tempered.detach().exp(), 1, generator=generator).squeeze(1)
-        counted = ~finished
-        words = torch.where(finished, torch.full_like(words, end), words)
-        tokens.append(words)
-        log_probs.append(tempered.gather(1, words[:, None]).squeeze(1))
-        mask.append(counted)
-        with torch.no_grad():
-            entropies.append((-(tempered.exp() * tempered).sum(-1) * counted).sum())
-        finished = finished | (words == end)
-        if bool(finished.all()):
-            break
-    mask_tensor = torch.stack(mask, dim=1)
-    entropy = torch.stack(entropies).sum() / mask_tensor.sum().clamp(min=1)
-    return Samples(torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), mask_tensor, entropy)
 
 
 def baseline_of(rewards: torch.Tensor, kind: str, greedy: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,3 +44,81 @@ def policy_loss(samples: Samples, rewards: torch.Tensor, baseline: torch.Tensor)
     counted = samples.mask.to(samples.log_probs.dtype)
     total = -(advantage[:, None] * samples.log_probs * counted).sum()
     return total, int(samples.mask.sum())
+
+
+class SelfCritical:
+    """The self-critical loss of a caption task: `(model or its DDP wrapper, batch) -> (summed loss, counted words)`.
+
+    Samples K captions per image through the wrapper's forward (so DDP synchronises their gradients), scores them
+    with CIDEr-D against the image's training references, subtracts the baseline (the greedy caption's reward,
+    decoded in eval mode without gradients, or the mean of the other samples), and keeps running means of the
+    reward, the baseline and the sampling entropy for the log (`take_stats`).
+    """
+
+    def __init__(self, model: Any, vocab: Any, references: list[list[list[str]]], reward: Any, *, samples: int,
+                 baseline: str, temperature: float, max_tokens: int, cached: bool):
+        self.model, self.vocab, self.references, self.reward = model, vocab, references, reward
+        self.samples, self.baseline, self.cached = samples, baseline, cached
+        self.sampling = {"start": vocab.start, "end": vocab.end, "max_tokens": max_tokens, "samples": samples,
+                         "temperature": temperature}
+        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "batches": 0}
+
+    def rewards(self, tokens: torch.Tensor, images: list[int]) -> torch.Tensor:
+        words = [self.vocab.decode_tokens(row) for row in tokens.tolist()]
+        return torch.tensor(self.reward.scores(words, [self.references[i] for i in images], images), dtype=torch.float32)
+
+    def __call__(self, parallel: Any, batch: dict) -> tuple[torch.Tensor, int]:
+        images = batch["index"].tolist()
+        samples = parallel(batch["input"], batch["tokens"], self.cached, sample=self.sampling)
+        rewards = self.rewards(samples.tokens, [i for i in images for _ in range(self.samples)]).view(-1, self.samples)
+        greedy = self.greedy_rewards(batch["input"], images) if self.baseline == "greedy" else None
+        baseline = baseline_of(rewards, self.baseline, greedy)
+        for key, value in (("reward", rewards.mean()), ("baseline", baseline.mean()), ("entropy", samples.entropy)):
+            self.totals[key] += float(value)
+        self.totals["batches"] += 1
+        return policy_loss(samples, rewards, baseline)
+
+    @torch.no_grad()
+    def greedy_rewards(self, inputs: Any, images: list[int]) -> torch.Tensor:
+        training = self.model.training
+        self.model.eval()
+        try:
+            memory = self.model.memory(inputs, self.cached)
+            tokens, _ = greedy_search(self.model.decoder, memory, start=self.vocab.start, end=self.vocab.end,
+                                      max_tokens=self.sampling["max_tokens"])
+        finally:
+            self.model.train(training)
+        return self.rewards(tokens, images)
+
+    def take_stats(self) -> dict[str, float]:
+        """Means since the last call: reward (CIDEr-D of the samples), baseline, entropy (nats per word)."""
+        batches = max(self.totals["batches"], 1)
+        stats = {f"scst_{key}": value / batches for key, value in self.totals.items() if key != "batches"}
+        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "batches": 0}
+        return stats
+
+
+def self_critical(model: Any, vocab: Any, train_records: list, cfg: Any, cached: bool, run_log: Any,
+                  validate: Callable[[], tuple[dict, list[str]]]) -> tuple[SelfCritical, Callable]:
+    """The SCST loss of a caption run (CIDEr-D document frequencies from the training captions, written to the run
+    folder as `cider_d.json`; the options of `train.scst`), and `validate` reporting its sampling statistics too."""
+    references = [[tokenize(caption) for caption in record.captions] for record in train_records]
+    reward = CiderD(references)
+    run_log.text("cider_d.json", json.dumps(reward.state()))
+    options = cfg.train.scst
+    log.info("self-critical training: %d samples per image, %s baseline, CIDEr-D frequencies from %d training images",
+             options.samples, options.baseline, len(references))
+    loss = SelfCritical(model, vocab, references, reward, samples=int(options.samples), baseline=str(options.baseline),
+                        temperature=float(options.temperature), max_tokens=int(cfg.vocab.max_words) + 1, cached=cached)
+    return loss, with_scst_stats(validate, loss)
+
+
+def with_scst_stats(validate: Callable[[], tuple[dict, list[str]]], loss: SelfCritical):
+    """Validation that also reports the sampling statistics since the last one (validation.jsonl and the log)."""
+    def validate_and_report() -> tuple[dict, list[str]]:
+        metrics, examples = validate()
+        stats = loss.take_stats()
+        log.info("self-critical since the last validation: reward %.3f, baseline %.3f, entropy %.3f",
+                 stats["scst_reward"], stats["scst_baseline"], stats["scst_entropy"])
+        return {**metrics, **stats}, examples
+    return validate_and_report
