@@ -183,7 +183,7 @@ def test_every_model_and_data_spec_names_a_registered_component(every_config):
     assert kinds == {"encoder", "decoder", "temporal model", "classifier", "data source"}
     bench = compose_with("benchmark", ["bench=cuda"])
     assert [where for where, *_ in component_specs(bench)] == [
-        "encoder", "extraction[0].encoder", "extraction[1].encoder"]
+        "encoder", "extraction[0].encoder", "extraction[1].encoder", "extraction[2].encoder"]
 
 
 def test_a_misspelt_spec_is_refused():
