@@ -54,7 +54,7 @@ def test_mismatched_store_and_missing_ids_are_refused(tmp_path, encoder, records
 
 
 def test_random_init_encoder_is_not_cached(tmp_path, records):
-    with pytest.raises(ValueError, match="no pretrained weights"):
+    with pytest.raises(ValueError, match="holds no known pretrained weights"):
         extract_features(encoders.tiny_cnn(), records, tmp_path / "store", device=torch.device("cpu"))
 
 
@@ -96,6 +96,12 @@ def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, mo
     assert not calls and metrics["step"] > 0  # no image went through the encoder
     with pytest.raises(DataError, match="not a feature store"):
         train(compose_train(overrides[:-2] + [f"data.features={tmp_path / 'nothing'}"], tmp_path / "third"))
+    # The frozen encoder of a checkpoint holds the weights it recorded: resuming and train.init_from use the store.
+    second = tmp_path / "second" / "checkpoints"
+    metrics = train(compose_train(overrides[:-1] + ["train.epochs=2", f"train.resume={second / 'last.pt'}"],
+                                  tmp_path / "second"))
+    started = train(compose_train(overrides[:-1] + [f"train.init_from={second / 'best.pt'}"], tmp_path / "started"))
+    assert not calls and metrics["epoch"] == 2 and started["step"] > 0
 
     # An attention decoder needs grids: a pooled-only store is refused, naming it; a store with grids serves it.
     attention = overrides[:-2] + ["model/decoder=soft_attention"]

@@ -114,8 +114,9 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different or damaged one.
     `decode_on_device`: JPEGs are decoded in batches where the encoder runs (nvJPEG on CUDA; `device_decode`)."""
     if encoder.weights is None:
-        raise DataError(f"encoder {encoder.name!r} has no pretrained weights: features of a random network "
-                        "are not worth caching (set model.encoder.pretrained=true)")
+        raise DataError(f"encoder {encoder.name!r} holds no known pretrained weights (a random network, or one copied "
+                        "from a checkpoint that does not record them): its features are not stored (set "
+                        "model.encoder.pretrained=true, or leave data.features unset to cache them in memory)")
     output = Path(output).expanduser()
     ids, paths = unique_images(records)
     identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype, "count": len(ids)}

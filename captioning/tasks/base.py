@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.loading import load_splits
-from captioning.registry import Registry, SpecError
+from captioning.registry import Registry, SpecError, plain
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 
@@ -114,3 +114,32 @@ def warm_start(model: torch.nn.Module, start: dict, path: str | Path) -> list[st
     log.info("%s: parts %s start from %s (a %s checkpoint); the others start fresh", type(model).__name__,
              ", ".join(copied) or "none", path, start["task"])
     return copied
+
+
+def data_extras(data_cfg: DictConfig) -> dict:
+    """What a checkpoint keeps of its data config: the source spec and how its files may be read."""
+    return {"name": data_cfg.name, "source": plain(data_cfg.source),
+            "allow_outside_root": bool(data_cfg.get("allow_outside_root", False))}
+
+
+def image_encoder(model: torch.nn.Module):
+    """The image encoder of a model (inside the per-frame wrapper of clip models)."""
+    return getattr(model.encoder, "encoder", model.encoder)
+
+
+def encoder_extras(model: torch.nn.Module) -> dict:
+    """What a checkpoint records of its encoder's weights: the pretrained weights' identity while frozen (feature
+    stores check it), None once trained (its features are its own)."""
+    encoder = image_encoder(model)
+    return {"encoder_weights": None if encoder.trainable else encoder.weights}
+
+
+def inherit_encoder_identity(model: torch.nn.Module, start: dict | None, shared: set[str] | list[str]) -> None:
+    """An encoder whose weights come from a checkpoint (resume, `train.init_from`) is built without loading its
+    pretrained weights; if it stays frozen, it holds what the checkpoint recorded (None when not recorded), so a
+    feature store made from those weights still serves the run, and one made from other weights is refused."""
+    if start is None or "encoder" not in shared:
+        return
+    encoder = image_encoder(model)
+    recorded = start.get("encoder_weights")
+    encoder.weights = recorded if isinstance(recorded, str) and not encoder.trainable else None

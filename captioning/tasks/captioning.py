@@ -29,7 +29,8 @@ from captioning.inference.paths import caption_paths
 from captioning.models.captioner import build_caption_model
 from captioning.models.memory import Features
 from captioning.registry import plain
-from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
+from captioning.tasks.base import (TASKS, Task, data_extras, encoder_extras, inherit_encoder_identity, part_prefixes,
+                                   read_checkpoint, shared_parts, slow_parts, warm_start)
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 from captioning.training.scst import self_critical
@@ -37,12 +38,6 @@ from captioning.training.validation import CAPTION_METRICS, greedy_captions, val
 from captioning.vocab import Vocabulary, check_vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def data_extras(data_cfg: DictConfig) -> dict:
-    """What a checkpoint keeps of its data config: the source spec and how its files may be read."""
-    return {"name": data_cfg.name, "source": plain(data_cfg.source),
-            "allow_outside_root": bool(data_cfg.get("allow_outside_root", False))}
 
 
 def in_order(count: int) -> list[tuple[int, int]]:
@@ -98,6 +93,7 @@ class CaptionTask(Task):
         distributed.broadcast_module(model)
         if resume is None and init is not None:
             warm_start(model, init, cfg.train.init_from)
+        inherit_encoder_identity(model, start, shared)  # which pretrained weights a copied frozen encoder holds
         inputs = self.inputs(cfg.data, model.encoder.trainable)
         tables, cached = self.model_inputs(splits, model, inputs, cfg, device, amp_dtype)
 
@@ -138,7 +134,7 @@ class CaptionTask(Task):
             return metrics, [f"`{' '.join(captions[i])}` (ref: {references[i][0]})" for i in sorted(captions)[:5]]
 
         extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),
-                  "preprocess": model.encoder.preprocess, "max_words": max_words,
+                  "preprocess": model.encoder.preprocess, "max_words": max_words, **encoder_extras(model),
                   "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
         xe = lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached)  # noqa: E731
