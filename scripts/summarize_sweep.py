@@ -1,7 +1,8 @@
 """Summarise a multirun folder: `python scripts/summarize_sweep.py multirun/DATE/TIME [--output-dir DIR]`.
 
 Prints every run sorted by its best validation `train.select_metric` (lower is better only for loss and perplexity),
-and writes `summary.csv` and `summary.png` (metric against each swept parameter) into the folder.
+and writes `summary.csv` and `summary.png` (metric against each swept parameter) into the folder. When `seed` was
+swept, it also prints mean +- std over the runs that differ only in seed (validation, and test when scored).
 """
 import argparse
 import sys
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     print(summary["table"])
     print(f"\n{len(summary['rows'])} runs, sorted by best validation {summary['metric']}; "
           f"wrote {summary['csv']} and {summary['plot']}")
+    if summary["seed_table"]:
+        print(f"\nover seeds (runs that differ only in seed; mean +- sample std):\n{summary['seed_table']}")
 
 
 if __name__ == "__main__":

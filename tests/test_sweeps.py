@@ -164,3 +164,25 @@ def test_summary_refuses_mixed_metrics(tmp_path):
     fake_job(tmp_path, "1", ["seed=1", "model.decoder.dropout=0.5"], {"select_metric": "loss", "select": 2.0})
     with pytest.raises(ValueError, match="different metrics"):
         summarize_sweep(tmp_path)
+
+
+def test_runs_that_differ_only_in_seed_are_summarised_as_mean_and_std(tmp_path, capsys):
+    from scripts.summarize_sweep import main
+    from tools.sweep_summary import summarize_sweep
+
+    values = {("lstm", 0): (37.0, 40.0), ("lstm", 1): (39.0, 42.0), ("lstm", 2): (41.0, 38.0),
+              ("soft_attention", 0): (40.0, 44.0), ("soft_attention", 1): (42.0, 46.0)}
+    for job, ((decoder, seed), (val, test)) in enumerate(values.items()):
+        fake_job(tmp_path, str(job), [f"seed={seed}", f"model/decoder={decoder}"],
+                 {"select_metric": "CIDEr", "select": val, "test": {"CIDEr": test, "BLEU-4": 15.0 + seed}})
+    fake_job(tmp_path, "9", ["seed=3", "model/decoder=lstm"], None)  # unfinished: not in the mean
+    rows = summarize_sweep(tmp_path)["seed_rows"]
+    assert rows == [{"model/decoder": "lstm", "seeds": 3, "val CIDEr": "39.00 +- 2.00", "test CIDEr": "40.00 +- 2.00",
+                     "test BLEU-4": "16.00 +- 1.00"},
+                    {"model/decoder": "soft_attention", "seeds": 2, "val CIDEr": "41.00 +- 1.41",
+                     "test CIDEr": "45.00 +- 1.41", "test BLEU-4": "15.50 +- 0.71"}]
+    main([str(tmp_path)])
+    assert "over seeds" in capsys.readouterr().out
+    fake_job(tmp_path / "one", "0", ["seed=1", "model.decoder.dropout=0.1"], {"select_metric": "CIDEr", "select": 3.0})
+    fake_job(tmp_path / "one", "1", ["seed=1", "model.decoder.dropout=0.2"], {"select_metric": "CIDEr", "select": 4.0})
+    assert summarize_sweep(tmp_path / "one")["seed_rows"] == []  # seed not swept: no seed table

@@ -127,12 +127,47 @@ def _as_numbers(values: list[str]) -> list[float] | None:
         return None
 
 
+def seed_rows(runs: list[SweepRun], metric: str) -> list[dict]:
+    """Finished runs that differ only in `seed`, one row per group: the number of seeds and mean +- std (sample
+    standard deviation, n - 1) of the best validation `metric` and of every test metric all members report.
+    Empty when `seed` was not swept."""
+    swept = swept_parameters(runs)
+    if "seed" not in swept:
+        return []
+    others = [key for key in swept if key != "seed"]
+    groups: dict[tuple, list[SweepRun]] = {}
+    for run in runs:
+        if run.metrics is not None:
+            groups.setdefault(tuple(run.params.get(key, "") for key in others), []).append(run)
+    rows = []
+    for key, members in groups.items():
+        values = {f"val {metric}": [run.metrics["select"] for run in members]}
+        tests = [run.metrics.get("test") or {} for run in members]
+        for name in (tests[0] if tests else {}):
+            if all(isinstance(test.get(name), (int, float)) and not isinstance(test.get(name), bool) for test in tests):
+                values[f"test {name}"] = [test[name] for test in tests]
+        rows.append({**dict(zip(others, key)), "seeds": len(members),
+                     **{name: mean_std(numbers) for name, numbers in values.items()}})
+    return rows
+
+
+def mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.2f} +- {std:.2f}"
+
+
 def summarize_sweep(sweep_dir: str | Path, output_dir: str | Path | None = None) -> dict:
-    """Table (text), rows, and the paths of `summary.csv` and `summary.png` (written to `output_dir` or `sweep_dir`)."""
+    """Table (text), rows, the paths of `summary.csv` and `summary.png` (written to `output_dir` or `sweep_dir`), and
+    when seeds were swept, `seed_rows` / `seed_table`: mean +- std over the runs that differ only in seed."""
     runs = load_runs(sweep_dir)
     metric, rows = summary_rows(runs)
     output_dir = Path(output_dir or sweep_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    return {"metric": metric, "rows": rows, "table": format_table(rows),
+    seeds = seed_rows(runs, metric)
+    return {"metric": metric, "rows": rows, "table": format_table(rows), "seed_rows": seeds,
+            "seed_table": format_table(seeds) if seeds else "",
             "csv": write_csv(rows, output_dir / "summary.csv"),
             "plot": plot_sweep(rows, swept_parameters(runs), metric, output_dir / "summary.png")}
