@@ -35,10 +35,10 @@ FORMAT = 1
 
 
 def encoder_identity(encoder: ImageEncoder) -> dict:
-    """What a store's rows depend on; `grid_size` only when the encoder pools its grid (older stores lack the key)."""
-    grid_size = getattr(encoder, "grid_size", None)
+    """What a store's rows depend on. Stores are compared key by key with `header.get`, so an older store without
+    `grid_size` reads as null: the value of an encoder that does not pool its grid."""
     return {"encoder": encoder.name, "weights": encoder.weights, "preprocess": encoder.preprocess, "dim": encoder.out_dim,
-            **({"grid_size": grid_size} if grid_size is not None else {})}
+            "grid_size": getattr(encoder, "grid_size", None)}
 
 
 def unique_images(records: list[CaptionRecord]) -> tuple[list[str], list[str]]:
@@ -192,7 +192,6 @@ def open_for_resume(output: Path, identity: dict, ids: list[str], store_grid: bo
     """An existing store's header, when this extraction may continue it: same encoder and images, a grid if one is
     asked for, and files exactly as its header describes them."""
     header = read_header(output)
-    identity = {"grid_size": None, **identity}  # a store of pooled grids is never continued with full ones, or back
     if {key: header.get(key) for key in identity} != identity or read_index(output, header["count"]) != ids:
         raise DataError(f"{output}: an existing feature store for other images or another encoder; "
                         "choose another output folder or delete it")
@@ -222,7 +221,7 @@ class FeatureStore:
         self.features = np.load(self.path / "features.npy", mmap_mode="r")
 
     def check_encoder(self, encoder: ImageEncoder) -> None:
-        wanted = {"grid_size": None, **encoder_identity(encoder)}  # a pooled-grid store never serves a full-grid run
+        wanted = encoder_identity(encoder)
         different = [f"{key}: store has {self.header.get(key)!r}, run wants {value!r}"
                      for key, value in wanted.items() if self.header.get(key) != value]
         if different:

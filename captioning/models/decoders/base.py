@@ -45,6 +45,12 @@ class CaptionDecoder(nn.Module):
 
     def loss(self, memory: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Cross-entropy summed over the real (non-pad) next-word targets, and how many there are."""
-        targets = tokens[:, 1:]
-        targets = targets[targets != 0]  # (N,) in row-major order, as target_logits returns them
-        return F.cross_entropy(self.target_logits(memory, tokens).float(), targets, reduction="sum"), targets.numel()
+        return summed_cross_entropy(self.target_logits(memory, tokens), tokens)
+
+
+def summed_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """logits (N, V) at the real next-word targets of tokens (B, T), as `target_logits` gives them -> the summed
+    cross-entropy and N."""
+    targets = tokens[:, 1:]
+    targets = targets[targets != 0]  # (N,) in row-major order, as target_logits returns them
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), targets.numel()

@@ -13,7 +13,7 @@ from torch import nn
 
 from captioning.models.decoders.attend import (AdditiveAttention, GridAttentionDecoder, GridState, coverage_penalty,
                                                  grid_of)
-from captioning.models.decoders.base import DECODERS
+from captioning.models.decoders.base import DECODERS, summed_cross_entropy
 from captioning.models.memory import Features
 
 
@@ -54,10 +54,8 @@ class SoftAttentionDecoder(GridAttentionDecoder):
         return h, weights, state.advance((h, c))
 
     def loss(self, memory: Features, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
-        hidden, weights = self.teacher_forced(memory, tokens)
-        targets = tokens[:, 1:]
-        total = nn.functional.cross_entropy(self.logits_at_targets(hidden, tokens).float(), targets[targets != 0],
-                                            reduction="sum")
+        hidden, weights = self.teacher_forced(memory, tokens)  # one pass gives the logits and the penalty
+        total, count = summed_cross_entropy(self.logits_at_targets(hidden, tokens), tokens)
         if self.training and self.doubly_stochastic > 0:
-            total = total + self.doubly_stochastic * coverage_penalty(weights, targets)
-        return total, int((targets != 0).sum())
+            total = total + self.doubly_stochastic * coverage_penalty(weights, tokens[:, 1:])
+        return total, count
