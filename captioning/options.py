@@ -133,6 +133,10 @@ DECODE = {  # conf/decode/default.yaml
     "decode.length_penalty": one_of("none", "avg", "gnmt"),
     "decode.alpha": number(),
     "decode.forbid_unk": BOOL,
+    "decode.block_ngram_repeat": integer(0), "decode.diversity_strength": number(low=0),
+    "decode.diversity_groups": integer(1),                                # and a divisor of decode.beam_size
+    "decode.top_p": Option("null or a number in (0, 1]", lambda v: v is None or (_is_number(v) and 0 < v <= 1)),
+    "decode.temperature": number(above=0), "decode.seed": integer(0, 2**32 - 1),
 }
 
 TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*: the registries)
@@ -228,13 +232,15 @@ def check_device(cfg: DictConfig, key: str) -> None:
 
 
 def check_decode(cfg: DictConfig) -> None:
-    decode = cfg.decode
-    if decode.n_best > decode.beam_size:
-        raise OptionError(f"decode.n_best={decode.n_best}: expected an integer in 1..{decode.beam_size} "
-                          "(decode.beam_size)")
-    if decode.max_words is not None and decode.min_words > decode.max_words:
-        raise OptionError(f"decode.min_words={decode.min_words}: expected an integer in 0..{decode.max_words} "
-                          "(decode.max_words)")
+    d = cfg.decode
+    for broken, key, expected in (
+            (d.top_p is not None and d.diversity_groups > 1, "diversity_groups", "1 with decode.top_p set (sampling)"),
+            (d.beam_size % d.diversity_groups, "diversity_groups", f"a divisor of decode.beam_size={d.beam_size}"),
+            (d.n_best > d.beam_size and d.top_p is None, "n_best", f"an integer in 1..{d.beam_size} (decode.beam_size)"),
+            (d.max_words is not None and d.min_words > d.max_words, "min_words",
+             f"an integer in 0..{d.max_words} (decode.max_words)")):
+        if broken:
+            raise OptionError(f"decode.{key}={d[key]}: expected {expected}")
 
 
 def check_encoder(cfg: DictConfig) -> None:

@@ -199,3 +199,25 @@ def test_each_image_decodes_the_same_alone_or_in_a_padded_batch_of_64(captioner,
         assert torch.allclose(alone_scores[0], scores[row], atol=1e-5)
         T = alone_tokens.size(2)
         assert torch.equal(alone_tokens[0], tokens[row, :, :T]) and (tokens[row, :, T:] == captioner.vocab.end).all()
+
+
+def test_decoding_options_reach_the_captioner(captioner, synthetic_root):
+    paths, _ = builtin_test_split(synthetic_root)
+    greedy = captioner.caption(paths[:6], beam_size=1)
+    # Nucleus sampling: a nucleus of one word is greedy search, n_best times; a seed fixes the draws.
+    tiny = captioner.caption(paths[:6], top_p=1e-6, n_best=2)
+    assert [c.caption for c in tiny] == [c.caption for c in greedy]
+    assert all(c.alternatives[0]["caption"] == c.caption for c in tiny)
+    drawn = [[c.caption] + [a["caption"] for a in c.alternatives]
+             for c in captioner.caption(paths[:6], top_p=1.0, temperature=2.0, n_best=3, seed=5)]
+    again = [[c.caption] + [a["caption"] for a in c.alternatives]
+             for c in captioner.caption(paths[:6], top_p=1.0, temperature=2.0, n_best=3, seed=5)]
+    assert drawn == again and len({text for texts in drawn for text in texts}) > 6
+    # Diverse beam search with a strong penalty: every group starts its caption with its own word.
+    for diverse in captioner.caption(paths[:4], beam_size=4, n_best=4, diversity_groups=4, diversity_strength=100.0):
+        texts = [diverse.caption] + [a["caption"] for a in diverse.alternatives]
+        assert len({text.split()[0] for text in texts}) == 4
+    # Unigram blocking: no word twice in a caption.
+    for blocked in captioner.caption(paths[:6], beam_size=3, block_ngram_repeat=1):
+        words = blocked.caption.split()
+        assert len(words) == len(set(words))

@@ -11,7 +11,7 @@ import torch
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
 from captioning.data.transforms import build_transform
-from captioning.decoding import beam_search
+from captioning.decoding import beam_search, diverse_beam_search, sample
 from captioning.models.captioner import CaptionModel, build_caption_model, check_model_spec
 from captioning.models.memory import Features
 from captioning.registry import SpecError
@@ -52,9 +52,10 @@ def check_caption_payload(payload: dict) -> Vocabulary:
 class Captioner:
     """A model, its vocabulary, its preprocessing and its input kind (images or clips), all read from one checkpoint.
 
-    Decoding options (keyword arguments of `caption` and `decode`): beam_size, n_best, max_words (`<end>`
-    not counted; None: the training cap), min_words, length_penalty ("none" | "avg" | "gnmt"),
-    alpha (GNMT exponent), forbid_unk.
+    Decoding options (keyword arguments of `caption` and `decode`, as in conf/decode/default.yaml): beam_size,
+    n_best, max_words (`<end>` not counted; None: the training cap), min_words, length_penalty ("none" | "avg" |
+    "gnmt"), alpha (GNMT exponent), forbid_unk, block_ngram_repeat, diversity_groups and diversity_strength
+    (diverse beam search), top_p, temperature and seed (nucleus sampling of n_best captions instead of a search).
     """
 
     def __init__(self, model: CaptionModel, vocab: Vocabulary, preprocess: dict, max_words: int,
@@ -95,13 +96,26 @@ class Captioner:
     @torch.no_grad()
     def decode(self, memory: Any, *, beam_size: int = 3, n_best: int = 1, max_words: int | None = None,
                min_words: int = 0, length_penalty: str = "none", alpha: float = 0.7,
-               forbid_unk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory (from `encode`) -> tokens (B, n_best, T), scores (B, n_best)."""
-        words = self.max_words if max_words is None else max_words
-        return beam_search(self.model.decoder, memory, start=self.vocab.start, end=self.vocab.end,
-                           beam_size=beam_size, max_tokens=words + 1, min_words=min_words,
-                           length_penalty=length_penalty, alpha=alpha, n_best=n_best,
-                           forbid=(self.vocab.unk,) if forbid_unk else ())
+               forbid_unk: bool = False, block_ngram_repeat: int = 0, diversity_groups: int = 1,
+               diversity_strength: float = 0.5, top_p: float | None = None, temperature: float = 1.0,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory (from `encode`) -> tokens (B, n_best, T), scores (B, n_best), best first."""
+        common = dict(start=self.vocab.start, end=self.vocab.end,
+                      max_tokens=(self.max_words if max_words is None else max_words) + 1)
+        forbid = (self.vocab.unk,) if forbid_unk else ()
+        if top_p is not None:  # n_best samples per image, ranked by the model's log-prob (no length penalty)
+            generator = torch.Generator(self.device).manual_seed(seed)
+            tokens, scores = sample(self.model.decoder, memory, **common, temperature=temperature, top_p=top_p,
+                                    samples=n_best, forbid=forbid, generator=generator)
+            scores, order = scores.view(-1, n_best).sort(dim=1, descending=True)
+            tokens = tokens.view(len(scores), n_best, -1)
+            return tokens.gather(1, order.unsqueeze(2).expand_as(tokens)), scores
+        search = dict(beam_size=beam_size, min_words=min_words, length_penalty=length_penalty, alpha=alpha,
+                      n_best=n_best, forbid=forbid, block_ngram_repeat=block_ngram_repeat, **common)
+        if diversity_groups > 1:
+            return diverse_beam_search(self.model.decoder, memory, groups=diversity_groups,
+                                       strength=diversity_strength, **search)
+        return beam_search(self.model.decoder, memory, **search)
 
     def decode_features(self, features: torch.Tensor | Features, **decode) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached image features (B, D) (or Features) -> tokens (B, n_best, T), scores (B, n_best)."""

@@ -1,4 +1,4 @@
-"""Decoding as functions over the decoder contract: greedy, sampling and batched beam search.
+"""Greedy and batched beam search as functions over the decoder contract.
 
 They call only `decoder.init_state(memory)`, `decoder.step(tokens (N,), state) -> (log_probs (N, V), state)`
 and `decoder.reorder_state(state, rows)` (models/decoders/base.py), and never look inside a state,
@@ -7,7 +7,6 @@ B) and `.device`. `max_tokens` counts generated tokens, `<end>` included (so max
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 import torch
@@ -23,13 +22,17 @@ class Decoder(Protocol):
 
 
 def word_by_word(decoder: Decoder, memory: Any, start: int, end: int, max_tokens: int,
-                 choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One word per step for every row: `choose(log_probs (B, V)) -> words (B,), their log-probs (B,)`.
+                 choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                 copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One word per step for every row: `choose(log_probs (N, V)) -> words (N,), their log-probs (N,)`.
 
-    Returns tokens (B, T) padded with `end` after each row's `<end>`, and scores (B,): summed log-probs.
+    `copies` rows per image (N = B * copies, image-major), repeated by the decoder's own `reorder_state`.
+    Returns tokens (N, T) padded with `end` after each row's `<end>`, and scores (N,): summed log-probs.
     """
-    B, device = len(memory), memory.device
     state = decoder.init_state(memory)
+    B, device = len(memory) * copies, memory.device
+    if copies > 1:
+        state = decoder.reorder_state(state, torch.arange(len(memory), device=device).repeat_interleave(copies))
     tokens = torch.full((B,), start, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     scores = torch.zeros(B, device=device)
@@ -55,25 +58,42 @@ def greedy_search(decoder: Decoder, memory: Any, *, start: int, end: int, max_to
     return word_by_word(decoder, memory, start, end, max_tokens, most_likely)
 
 
-@torch.no_grad()
-def sample(decoder: Decoder, memory: Any, *, start: int, end: int, max_tokens: int, temperature: float = 1.0,
-           top_k: int = 0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw each word from softmax(log_probs / temperature), restricted to the `top_k` likeliest (0: all).
+def repeated_ngram_words(history: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
+    """Words that would repeat an n-gram: history (N, t) words so far -> banned (N, V) bool.
 
-    Returns tokens (B, T) padded with `end` and scores (B,): the model's own summed log-probs of the
-    drawn words (before temperature), so samples can be ranked against beam search output.
+    A word is banned after a row's last n-1 words when those n-1 words followed by it already occur in the
+    row (n=3: trigram blocking; n=1: no word twice). `<end>` never occurs in a live history, so never banned.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (use greedy_search for the argmax), got {temperature}")
+    N, t = history.shape
+    banned = torch.zeros(N, vocab_size, dtype=torch.bool, device=history.device)
+    if n < 1 or t < n:
+        return banned
+    windows = history.unfold(1, n, 1)  # (N, t - n + 1, n): every n-gram so far
+    prefix = history[:, t - n + 1:]  # (N, n - 1): the words the next one would extend
+    repeats = (windows[:, :, : n - 1] == prefix.unsqueeze(1)).all(dim=2)  # (N, W)
+    counts = torch.zeros(N, vocab_size, dtype=torch.long, device=history.device)
+    return counts.scatter_add_(1, windows[:, :, n - 1], repeats.long()) > 0
 
-    def draw(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = log_probs.float() / temperature
-        if 0 < top_k < logits.size(-1):
-            kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
-            logits = logits.masked_fill(logits < kth_best, float("-inf"))
-        words = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
-        return words, log_probs.gather(1, words[:, None]).squeeze(1)
-    return word_by_word(decoder, memory, start, end, max_tokens, draw)
+
+def mask_log_probs(log_probs: torch.Tensor, t: int, *, end: int, forbid: torch.Tensor, min_words: int,
+                   history: torch.Tensor, block_ngram_repeat: int) -> torch.Tensor:
+    """The beam searches' word rules at step t: forbidden ids, no `<end>` before `min_words`, no repeated n-gram."""
+    log_probs = log_probs.float()
+    if forbid.numel():
+        log_probs = log_probs.index_fill(1, forbid, float("-inf"))
+    if t < min_words:
+        log_probs = log_probs.index_fill(1, torch.tensor([end], device=log_probs.device), float("-inf"))
+    if block_ngram_repeat:
+        banned = repeated_ngram_words(history.reshape(log_probs.size(0), t), block_ngram_repeat, log_probs.size(1))
+        log_probs = log_probs.masked_fill(banned, float("-inf"))
+    return log_probs
+
+
+def check_search(max_tokens: int, block_ngram_repeat: int) -> None:
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    if block_ngram_repeat < 0:
+        raise ValueError(f"block_ngram_repeat must be >= 0 (0: off), got {block_ngram_repeat}")
 
 
 def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> float | torch.Tensor:
@@ -88,7 +108,7 @@ def length_penalty_of(length: float | torch.Tensor, kind: str, alpha: float) -> 
 @torch.no_grad()
 def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_size: int, max_tokens: int,
                 min_words: int = 0, length_penalty: str = "none", alpha: float = 0.7, n_best: int = 1,
-                forbid: Iterable[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                forbid: Iterable[int] = (), block_ngram_repeat: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search over every image at once -> tokens (B, n_best, T) padded with `end`, scores (B, n_best).
 
     Each step runs the model on all live rows (<= B * beam_size) and takes one top-k over
@@ -100,15 +120,14 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
     A score is the summed log-prob divided by `length_penalty_of(L)`, L = scored tokens (`<end>`
     included). An image stops once its n_best-th finished score beats the best score any live beam
     could still reach (log-probs are <= 0), and leaves the batch. `min_words` words come before
-    `<end>`; `forbid` lists token ids never produced (e.g. `<unk>`). Scores of -inf mean fewer than
-    n_best hypotheses exist.
+    `<end>`; `forbid` lists token ids never produced (e.g. `<unk>`); `block_ngram_repeat=n` (>= 1) never lets a
+    hypothesis repeat one of its n-grams (3: trigram blocking). Scores of -inf mean fewer than n_best hypotheses exist.
     """
     if length_penalty not in LENGTH_PENALTIES:
         raise ValueError(f"length_penalty must be one of {LENGTH_PENALTIES}, got {length_penalty!r}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    check_search(max_tokens, block_ngram_repeat)
     B, device, K = len(memory), memory.device, beam_size
     state = decoder.init_state(memory)
     forbid = torch.tensor(sorted(set(int(i) for i in forbid)), dtype=torch.long, device=device)
@@ -122,11 +141,8 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
 
     for t in range(max_tokens):
         log_probs, state = decoder.step(tokens, state)  # (A * k, V)
-        log_probs = log_probs.float()
-        if forbid.numel():
-            log_probs = log_probs.index_fill(1, forbid, float("-inf"))
-        if t < min_words:
-            log_probs = log_probs.index_fill(1, torch.tensor([end], device=device), float("-inf"))
+        log_probs = mask_log_probs(log_probs, t, end=end, forbid=forbid, min_words=min_words, history=history,
+                                   block_ngram_repeat=block_ngram_repeat)
         A, k = live_scores.shape
         V = log_probs.size(-1)
         candidates = (live_scores.unsqueeze(2) + log_probs.reshape(A, k, V)).view(A, k * V)
@@ -169,44 +185,11 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
         state = decoder.reorder_state(state, rows.reshape(-1))
         tokens = history[:, :, -1].reshape(-1)
 
-    lengths = torch.where((finished_tokens == end).any(2), (finished_tokens == end).int().argmax(2) + 1, max_tokens)
-    return finished_tokens[:, :, : int(lengths.max())], finished_scores
+    return trim_padding(finished_tokens, end), finished_scores
 
 
-@dataclass
-class Samples:
-    tokens: torch.Tensor     # (B * K, T) drawn words, image-major (rows k*... of image b are b*K .. b*K+K-1), `end` after <end>
-    log_probs: torch.Tensor  # (B * K, T) log-probability of each drawn word under the sampling distribution (with grad)
-    mask: torch.Tensor       # (B * K, T) True for the words that count: up to and including each row's <end>
-    entropy: torch.Tensor    # () mean entropy of the sampling distribution over the counted steps (no grad)
-
-
-def sample_with_log_probs(decoder: Any, memory: Any, *, start: int, end: int, max_tokens: int, samples: int,
-                          temperature: float = 1.0, generator: torch.Generator | None = None) -> Samples:
-    """K = `samples` captions per image drawn from softmax(logits / temperature), keeping the graph for the loss
-    (self-critical training). Each image's state is repeated K times by the decoder's own `reorder_state`."""
-    if samples < 1 or temperature <= 0:
-        raise ValueError(f"need samples >= 1 and temperature > 0, got {samples} and {temperature}")
-    B, device = len(memory), memory.device
-    state = decoder.reorder_state(decoder.init_state(memory), torch.arange(B, device=device).repeat_interleave(samples))
-    rows = B * samples
-    words = torch.full((rows,), start, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens, log_probs, mask, entropies = [], [], [], []
-    for _ in range(max_tokens):
-        scores, state = decoder.step(words, state)  # (rows, V) log-probabilities
-        tempered = torch.log_softmax(scores.float() / temperature, dim=-1)
-        words = torch.multinomial(tempered.detach().exp(), 1, generator=generator).squeeze(1)
-        counted = ~finished
-        words = torch.where(finished, torch.full_like(words, end), words)
-        tokens.append(words)
-        log_probs.append(tempered.gather(1, words[:, None]).squeeze(1))
-        mask.append(counted)
-        with torch.no_grad():
-            entropies.append((-(tempered.exp() * tempered).sum(-1) * counted).sum())
-        finished = finished | (words == end)
-        if bool(finished.all()):
-            break
-    mask_tensor = torch.stack(mask, dim=1)
-    entropy = torch.stack(entropies).sum() / mask_tensor.sum().clamp(min=1)
-    return Samples(torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), mask_tensor, entropy)
+def trim_padding(tokens: torch.Tensor, end: int) -> torch.Tensor:
+    """tokens (B, K, T) padded with `end` -> the same cut after the longest caption's first `<end>`."""
+    ends = tokens == end
+    lengths = torch.where(ends.any(2), ends.int().argmax(2) + 1, tokens.size(2))
+    return tokens[:, :, : int(lengths.max())]
