@@ -2,11 +2,10 @@
 and stops a bad value before any file is read or written, with one line that names the key, the value and what
 is allowed: `train.grad_clip=-1: expected a number > 0 or null`.
 
-The tables below give every option of conf/train.yaml (every task and data group), conf/evaluate.yaml,
-conf/caption.yaml and conf/extract_features.yaml a type, and enumerated options their closed set of values.
-Model parts and data sources are specs, checked by their registries (argument types come from the
-constructors' annotations). Keys a composition does not have (data.frames with image data, optim.momentum
-with Adam) are skipped; keys that do not exist at all are refused by Hydra's struct mode before this runs.
+The tables below type every option of conf/train.yaml (every task and data group), conf/evaluate.yaml,
+conf/caption.yaml and conf/extract_features.yaml. Model parts and data sources are specs, checked by their
+registries (argument types come from the constructors' annotations). Keys a composition does not have
+(data.frames with image data) are skipped; unknown keys are refused by Hydra's struct mode before this runs.
 """
 from __future__ import annotations
 
@@ -176,7 +175,7 @@ TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*
 }
 
 EVALUATE = {  # conf/evaluate.yaml
-    "checkpoint": existing_file(null=True),                               # null: results mode
+    "checkpoint": any_of(existing_file(null=True), list_of(existing_file(), "existing files")),  # null: results mode
     "split": one_of(*SPLITS),
     "device": DEVICE,
     "batch_size": integer(1),
@@ -192,7 +191,7 @@ EVALUATE = {  # conf/evaluate.yaml
 }
 
 CAPTION = {  # conf/caption.yaml
-    "checkpoint": existing_file(),
+    "checkpoint": any_of(existing_file(), list_of(existing_file(), "existing files")),  # a list: an ensemble
     "images": any_of(path(), list_of(path(), "paths")),
     "batch_size": integer(1),
     "device": DEVICE,

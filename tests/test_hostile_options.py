@@ -120,6 +120,8 @@ CAPTION_CASES = [
     (["decode.temperature=0"], "decode.temperature", "=0"),
     (["device=gpu"], "device", "'gpu'"),
     (["checkpoint={tmp}/nowhere.pt"], "checkpoint", "nowhere.pt"),
+    (["checkpoint=[{tmp}/nowhere.pt]"], "checkpoint", "nowhere.pt"),
+    (["checkpoint=[]"], "checkpoint", "[]"),
     (["images='???'"], "images", "Missing mandatory value"),
 ]
 

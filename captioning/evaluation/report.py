@@ -68,11 +68,13 @@ def score_captions(references: dict, hypotheses: dict, *, java: str | None = "au
     return report, scores
 
 
-def evaluation_id(mode: str, split: str | None = None, **inputs: str | Path) -> dict:
+def evaluation_id(mode: str, split: str | None = None, **inputs: str | Path | list) -> dict:
     """What makes two evaluations the same one for `claim_outputs`: the mode, the split and the inputs' resolved
-    paths; not their content nor the settings (rescoring a corrected results file, or decoding again with another
-    beam size, replaces the files of its own earlier run)."""
-    return {"mode": mode, "split": split, **{name: str(Path(path).resolve()) for name, path in sorted(inputs.items())}}
+    paths (a list for an ensemble of checkpoints); not their content nor the settings (rescoring a corrected results
+    file, or decoding again with another beam size, replaces the files of its own earlier run)."""
+    def resolved(path: str | Path | list) -> str | list[str]:
+        return [str(Path(p).resolve()) for p in path] if isinstance(path, list) else str(Path(path).resolve())
+    return {"mode": mode, "split": split, **{name: resolved(path) for name, path in sorted(inputs.items())}}
 
 
 def evaluation_of(report: dict) -> dict:
@@ -108,7 +110,8 @@ def claim_outputs(output_dir: str | Path, names: tuple[str, ...], evaluation: di
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"output_dir={output_dir}: is a file, not a folder")
     targets = [output_dir / name for name in (*names, OWNED)]
-    inputs = [Path(value) for key, value in evaluation.items() if key not in ("mode", "split")]
+    inputs = [Path(path) for key, value in evaluation.items() if key not in ("mode", "split")
+              for path in (value if isinstance(value, list) else [value])]
     for source in inputs:
         for target in targets:
             if source.exists() and target.exists() and os.path.samefile(source, target):

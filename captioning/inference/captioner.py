@@ -12,6 +12,7 @@ from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
 from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
 from captioning.data.transforms import build_transform
 from captioning.decoding import beam_search, diverse_beam_search, sample
+from captioning.inference.ensemble import EnsembleModel, check_members
 from captioning.models.captioner import CaptionModel, build_caption_model, check_model_spec
 from captioning.models.memory import Features
 from captioning.registry import SpecError
@@ -69,8 +70,26 @@ class Captioner:
         self.transform = build_transform(preprocess)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
-        return cls.from_payload(load_checkpoint(path), path, device)
+    def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto") -> "Captioner":
+        """One checkpoint, or a list of them: an ensemble (inference/ensemble.py) that decodes with the mean of the
+        members' log-probabilities. Members must share the vocabulary and the preprocessing; max_words is the first's."""
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        return cls.from_payloads([(load_checkpoint(p), p) for p in paths], device)
+
+    @classmethod
+    def from_payloads(cls, loaded: list[tuple[dict, str | Path]], device: str | torch.device = "auto") -> "Captioner":
+        """Checkpoints already read by `load_checkpoint`, with their paths: one captioner, or an ensemble of them."""
+        members = [(cls.from_payload(payload, path, "cpu"), path) for payload, path in loaded]
+        if len(members) == 1:
+            only = members[0][0]
+            return cls(only.model, only.vocab, only.preprocess, only.max_words, device, only.inputs)
+        try:
+            check_members(members)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+        first = members[0][0]
+        return cls(EnsembleModel([captioner.model for captioner, _ in members]), first.vocab, first.preprocess,
+                   first.max_words, device, first.inputs)
 
     @classmethod
     def from_payload(cls, payload: dict, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
@@ -150,7 +169,7 @@ class Captioner:
         words looked. The decoder reruns each caption word by word, so the weights are those decoding produced."""
         if not self.has_attention():
             raise ValueError(f"return_attention: the {type(self.model.decoder).__name__} attends over no grid "
-                             "(attention decoders: model/decoder=soft_attention or updown)")
+                             "(attention decoders: model/decoder=soft_attention or updown; an ensemble has no one map)")
         start = torch.full_like(tokens[:, :1], self.vocab.start)
         weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
         lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]

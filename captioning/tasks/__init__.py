@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from captioning import distributed
-from captioning.checkpoint import check_finite, check_resumable, load_checkpoint
+from captioning.checkpoint import CheckpointError, check_finite, check_resumable, load_checkpoint
 from captioning.models.captioner import check_model_spec
 from captioning.options import OptionError, check_options, show
 from captioning.registry import plain
@@ -86,15 +87,26 @@ def evaluate(cfg: DictConfig) -> dict:
     """conf/evaluate.yaml, checkpoint mode: the checkpoint's own task scores it on a split.
     The report's `summary` is the printable table."""
     check_options(cfg, "evaluate")
-    _, task = read_checkpoint(cfg.checkpoint)
-    return task.evaluate(cfg)
+    return task_of_checkpoints(cfg.checkpoint).evaluate(cfg)
 
 
 def caption(cfg: DictConfig) -> list[dict]:
     """conf/caption.yaml: `images=` names images for an image captioner, clips for a video description checkpoint."""
     check_options(cfg, "caption")
-    _, task = read_checkpoint(cfg.checkpoint)
-    return task.caption(cfg)
+    return task_of_checkpoints(cfg.checkpoint).caption(cfg)
+
+
+def task_of_checkpoints(checkpoint: Any) -> Task:
+    """The task of `checkpoint=`: one file, or a list (an ensemble) of checkpoints of one task that takes ensembles."""
+    paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    _, task = read_checkpoint(paths[0])
+    for path in paths[1:]:
+        if checkpoint_task(path) != task.name:
+            raise CheckpointError(f"{path}: a {checkpoint_task(path)!r} checkpoint; the ensemble's first member "
+                                  f"({paths[0]}) is a {task.name!r} one")
+    if len(paths) > 1 and not task.ensembles:
+        raise CheckpointError(f"{paths[0]}: {task.name!r} checkpoints do not form ensembles; give one checkpoint")
+    return task
 
 
 def extract(cfg: DictConfig) -> Path:

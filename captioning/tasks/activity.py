@@ -30,7 +30,8 @@ from captioning.registry import plain
 from captioning.runtime import autocast, resolve_device, to_device
 from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
 from captioning.tasks.base import data_extras
-from captioning.tasks.captioning import in_order, read_split
+from captioning.inference.scoring import read_split
+from captioning.tasks.captioning import in_order
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 

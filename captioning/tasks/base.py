@@ -31,6 +31,7 @@ class Task:
     metrics: ClassVar[dict[str, str]]  # validation metric -> "max" | "min": which way is better
     label_part: ClassVar[str]          # the model part that reads the labels (decoder: vocabulary, classifier: classes)
     objectives: ClassVar[tuple[str, ...]] = ("xe",)  # train.objective values the task trains with
+    ensembles: ClassVar[bool] = False  # whether evaluate/caption take a list of checkpoints (an ensemble)
 
     def load_data(self, cfg: DictConfig, captions: bool) -> dict[str, list]:
         """The run's splits, checked; rank 0 reads (and maybe generates) them first, the other ranks after it."""

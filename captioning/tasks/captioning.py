@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -15,22 +14,20 @@ from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureStore, cache_features, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
 from captioning.data.loading import image_options, make_loader
-from captioning.data.records import DataError, check_inputs, clean_captions
+from captioning.data.records import clean_captions
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
-from captioning.evaluation.report import (claim_outputs, evaluation_id, format_table, score_captions, sha256_of,
-                                          write_outputs)
-from captioning.evaluation.results import write_results
 from captioning.inference.attention_maps import map_writer
 from captioning.inference.captioner import Captioner, check_caption_payload
 from captioning.inference.paths import caption_paths
+from captioning.inference.scoring import evaluate_checkpoints
 from captioning.models.captioner import build_caption_model
 from captioning.models.memory import Features
 from captioning.registry import plain
 from captioning.tasks.base import (TASKS, Task, data_extras, encoder_extras, inherit_encoder_identity, part_prefixes,
-                                   read_checkpoint, shared_parts, slow_parts, warm_start)
+                                   shared_parts, slow_parts, warm_start)
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 from captioning.training.scst import self_critical
@@ -44,26 +41,11 @@ def in_order(count: int) -> list[tuple[int, int]]:
     return [(index, 0) for index in range(count)]
 
 
-def read_split(payload: dict, path: str | Path, split: str, data: dict | None, limit: int | None) -> tuple[dict, list]:
-    """The records of `split` from `data` (None: the data source saved in the checkpoint), the first `limit` if set."""
-    data = data if data is not None else payload.get("data")
-    if not data or "source" not in data:
-        raise DataError(f"{path}: stores no data source; choose one with data=...")
-    splits = read_source(data["source"], "data.source" if data is not payload.get("data") else f"{path}: data.source",
-                         allow_outside_root=data.get("allow_outside_root", False) is True)
-    if not splits.get(split):
-        raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' split (it has {sorted(splits)})")
-    records = splits[split]
-    if limit is not None:
-        log.warning("evaluating only the first %d of the split, not the full split", limit)
-        records = records[:limit]
-    return data, records
-
-
 class CaptionTask(Task):
     metrics = CAPTION_METRICS
     objectives = ("xe", "scst")
     label_part = "decoder"
+    ensembles = True
     model_parts: tuple[str, ...] = ("encoder", "decoder")
 
     def inputs(self, data_cfg: DictConfig, trainable: bool) -> ImageInputs | ClipInputs:
@@ -194,57 +176,19 @@ class CaptionTask(Task):
     # ------------------------------------------------------------------ using a checkpoint
 
     def evaluate(self, cfg: DictConfig) -> dict:
-        return self.evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data=plain(cfg.data) if cfg.data else None,
-                                        decode=plain(cfg.decode), output_dir=cfg.output_dir, device=cfg.device,
+        return self.evaluate_checkpoint(plain(cfg.checkpoint), split=cfg.split, decode=plain(cfg.decode),
+                                        data=plain(cfg.data) if cfg.data else None, output_dir=cfg.output_dir, device=cfg.device,
                                         batch_size=cfg.batch_size, max_items=cfg.max_images,
                                         java=None if cfg.java == "none" else cfg.java, spice=cfg.spice,
                                         meteor=cfg.get("meteor", "required"), overwrite=cfg.get("overwrite", False))
 
-    def evaluate_checkpoint(self, checkpoint: str | Path, *, split: str, data: dict | None, decode: dict,
-                            output_dir: str | Path, device: str = "auto", batch_size: int = 64,
-                            max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto",
-                            meteor: str = "required", overwrite: bool = False) -> dict:
-        """Caption every input of `split` (beam search per `decode`) and score it with the COCO caption metrics.
-
-        Writes `results.json` (COCO results format), `metrics.json` and `per_image.csv` into `output_dir`.
-        """
-        payload, _ = read_checkpoint(checkpoint, expect_task=self.name)
-        # Before any decoding: output_dir may not hold files another evaluation (or anyone else) wrote.
-        evaluation = evaluation_id("checkpoint", split, checkpoint=checkpoint)
-        output_dir = claim_outputs(output_dir, ("results.json", "metrics.json", "per_image.csv"), evaluation,
-                                   overwrite=overwrite)
-        captioner = Captioner.from_payload(payload, checkpoint, device)  # the file is read once
-        data, records = read_split(payload, checkpoint, split, data, max_items)
-        records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
-        kind = captioner.inputs.kind
-        records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")
-        # Only the best caption is scored; an unset max_words means the training cap, recorded as such.
-        decode = {**decode, "n_best": 1, "max_words": captioner.max_words if decode.get("max_words") is None
-                  else decode["max_words"]}
-        start = time.perf_counter()
-        captions = captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode)
-        hypotheses = {record.image_id: caption.caption for record, caption in zip(records, captions)}
-        decode_seconds = time.perf_counter() - start
-        references = {record.image_id: record.captions for record in records}
-
-        write_results(hypotheses, output_dir / "results.json")
-        start = time.perf_counter()
-        scores_report, scores = score_captions(references, hypotheses, java=java, spice=spice, meteor=meteor)
-        report = {"mode": "checkpoint", "task": self.name,
-                  "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha256_of(checkpoint),
-                                 "epoch": payload.get("epoch"), "step": payload.get("step")},
-                  "data": {"name": data.get("name"), "split": split, "images": len(records),
-                           "references": sum(len(c) for c in references.values()), "full_split": max_items is None,
-                           "source": data["source"]},
-                  "decode": decode, "device": str(captioner.device), **scores_report,
-                  "seconds": {"decode": round(decode_seconds, 1), "score": round(time.perf_counter() - start, 1)}}
-        write_outputs(report, scores, references, hypotheses, output_dir, evaluation=evaluation, overwrite=overwrite)
-        report["summary"] = format_table(report).replace(" images,", f" {kind}s,", 1)
-        return report
+    def evaluate_checkpoint(self, checkpoint: str | Path | list, **options) -> dict:
+        """Caption every input of a split and score it: `inference.scoring.evaluate_checkpoints`."""
+        return evaluate_checkpoints(checkpoint, task=self.name, **options)
 
     def caption(self, cfg: DictConfig) -> list[dict]:
         """`conf/caption.yaml`: `images=` names images for an image captioner, clips for a clip captioner."""
-        captioner = Captioner.from_checkpoint(cfg.checkpoint, device=cfg.device)
+        captioner = Captioner.from_checkpoint(plain(cfg.checkpoint), device=cfg.device)
         decode = plain(cfg.decode)
         spec = plain(cfg.images) if not isinstance(cfg.images, str) else cfg.images
         paths, overwrite = captioner.inputs.find(spec), cfg.get("overwrite", False)
