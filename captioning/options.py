@@ -205,14 +205,13 @@ EXTRACT = {  # conf/extract_features.yaml (model.encoder: its registry)
     "splits": list_of(one_of(*SPLITS), " | ".join(SPLITS)),
     "batch_size": integer(1),
     "device": DEVICE,
-    "amp": AMP,
-    "dtype": one_of("float16", "float32"),
-    "store_grid": BOOL,
-    "decode_on_device": one_of("auto", True, False),
+    "amp": AMP, "dtype": one_of("float16", "float32"),
+    "store_grid": BOOL, "decode_on_device": one_of("auto", True, False),
 }
+EXPORT = {"checkpoint": existing_file(), "output": path(), "opset": integer(14, 21), "overwrite": BOOL}  # conf/export.yaml
 
 SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA, **DECODE},
-           "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA}}
+           "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA}, "export": EXPORT}
 DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device"}
 
 
@@ -285,8 +284,8 @@ def value_of(cfg: DictConfig, key: str) -> Any:
 
 
 def check_options(cfg: DictConfig, command: str) -> None:
-    """Refuse (OptionError, SpecError) a composed config of `command` (train | evaluate | caption | extract) with a
-    mandatory value unset, a value of the wrong type or outside its allowed values, or a bad model/data spec."""
+    """Refuse (OptionError, SpecError) a composed config of `command` (a key of SCHEMAS) with a mandatory value
+    unset, a value of the wrong type or outside its allowed values, or a bad model/data spec."""
     missing = missing_keys(OmegaConf.to_container(cfg, resolve=False))
     if missing:
         raise OptionError(f"Missing mandatory value: {', '.join(missing)} (give {missing[0]}=... on the command line)")
@@ -294,6 +293,7 @@ def check_options(cfg: DictConfig, command: str) -> None:
         value = value_of(cfg, key)
         if value is not _ABSENT and not option.accepts(value):
             raise OptionError(f"{key}={show(value)}: expected {option.expected}")
-    check_device(cfg, DEVICE_KEY[command])
-    for rule in RULES[command]:
+    if command in DEVICE_KEY:  # export runs on the CPU
+        check_device(cfg, DEVICE_KEY[command])
+    for rule in RULES.get(command, ()):
         rule(cfg)

@@ -76,8 +76,10 @@ def coverage_penalty(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 class GridAttentionDecoder(CaptionDecoder):
     """An attention decoder is its `init_state` and `advance` (one word for every live row); the rest is here.
 
-    Subclasses set `embed`, `dropout` and `project` (hidden -> vocabulary logits)."""
+    Subclasses set `embed`, `dropout` and `project` (hidden -> vocabulary logits), and `recurrent_count`: how many
+    tensors of their GridState are recurrent."""
     uses_grid = True
+    recurrent_count: int
     embed: nn.Embedding
     dropout: nn.Dropout
     project: nn.Linear
@@ -93,6 +95,13 @@ class GridAttentionDecoder(CaptionDecoder):
 
     def reorder_state(self, state: GridState, rows: torch.Tensor) -> GridState:
         return state.reorder(rows)
+
+    def export_state(self, state: GridState) -> tuple[torch.Tensor, ...]:
+        """Recurrent tensors, then each row's own copy of its image's memory (an exported graph has no indices)."""
+        return (*state.recurrent, *state.rows_memory())
+
+    def import_state(self, tensors: tuple[torch.Tensor, ...]) -> GridState:
+        return GridState(tuple(tensors[: self.recurrent_count]), tuple(tensors[self.recurrent_count:]))
 
     def teacher_forced(self, memory, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) -> hidden states (B, T - 1, H) and attention weights (B, T - 1, N), one per next word."""

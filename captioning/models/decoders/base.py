@@ -6,6 +6,8 @@ features for clips) into words:
     state = decoder.init_state(memory)                  # the state from which the first word is predicted
     log_probs, state = decoder.step(tokens, state)      # tokens (N,) -> log_probs (N, V)
     state = decoder.reorder_state(state, rows)          # keep / repeat rows (N',) of the batch, in that order
+    tensors = decoder.export_state(state)               # ONNX export: the state as tensors with rows on dim 0
+    state = decoder.import_state(tensors)               # and back
     total, count = decoder.loss(memory, tokens)         # teacher forcing: summed cross-entropy, number of targets
 
 Only the decoder knows where the batch dimension of its state is (an LSTM's (h, c) has it on dim 1,
@@ -38,6 +40,15 @@ class CaptionDecoder(nn.Module):
 
     def reorder_state(self, state: Any, rows: torch.Tensor) -> Any:
         raise NotImplementedError
+
+    def export_state(self, state: Any) -> tuple[torch.Tensor, ...]:
+        """The state as plain tensors, each with one row per hypothesis on dim 0, so an exported step graph
+        (captioning/export) is reordered by indexing every tensor's first axis."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported (no export_state)")
+
+    def import_state(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        """The inverse of `export_state`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported (no import_state)")
 
     def target_logits(self, memory: Any, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (N, V) for every real next-word target `tokens[:, 1:][tokens[:, 1:] != 0]`."""

@@ -74,3 +74,10 @@ class LSTMDecoder(CaptionDecoder):
 
     def reorder_state(self, state: State, rows: torch.Tensor) -> State:
         return tuple(s.index_select(1, rows) for s in state)  # the batch is dim 1 of (h, c)
+
+    def export_state(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(s.transpose(0, 1) for s in state)  # (B, num_layers, H) each
+
+    def import_state(self, tensors: tuple[torch.Tensor, ...]) -> State:
+        h, c = tensors
+        return h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()

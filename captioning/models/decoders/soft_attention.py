@@ -19,6 +19,7 @@ from captioning.models.memory import Features
 
 @DECODERS.register("soft_attention")
 class SoftAttentionDecoder(GridAttentionDecoder):
+    recurrent_count = 2  # (h, c)
     def __init__(self, vocab_size: int, feature_dim: int, grid_dim: int, embed_size: int = 512,
                  hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5,
                  doubly_stochastic: float = 1.0, gate: bool = True):

@@ -17,6 +17,7 @@ from captioning.models.memory import Features
 
 @DECODERS.register("updown")
 class UpDownDecoder(GridAttentionDecoder):
+    recurrent_count = 4  # the attention and language LSTMs' (h, c)
     def __init__(self, vocab_size: int, feature_dim: int, grid_dim: int, embed_size: int = 512,
                  hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5):
         super().__init__()
