@@ -317,3 +317,21 @@ def test_slurm_launcher_config():
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 4)
     assert launcher.tasks_per_node == 1 and launcher.cpus_per_task == 8
     assert OmegaConf.to_container(cfg.hydra, resolve=False)["launcher"]["submitit_folder"].startswith("${hydra.sweep.dir}")
+
+
+def test_coco_attention_and_scst_recipes():
+    from captioning.models.captioner import build_caption_model
+    from captioning.registry import plain
+
+    sat = compose_with("train", ["experiment=sat_coco"])
+    assert (sat.model.decoder.name, sat.model.encoder.model, sat.model.encoder.input_size) == \
+        ("soft_attention", "resnet101", 448)
+    model = build_caption_model(plain(sat.model), vocab_size=12, pretrained=False).eval()
+    with torch.no_grad():
+        memory = model.encoder(torch.zeros(1, 3, 448, 448))
+    assert tuple(memory.grid.shape) == (1, 196, 2048)  # the paper's 14 x 14 grid
+    updown = compose_with("train", ["experiment=updown_coco"])
+    assert (updown.model.decoder.name, updown.model.decoder.hidden_size, updown.optim.lr) == ("updown", 1000, 5e-4)
+    scst = compose_with("train", ["experiment=scst_coco", "train.init_from=runs/fc/checkpoints/best.pt"])
+    assert (scst.train.objective, scst.train.scst.baseline, scst.optim.lr) == ("scst", "mean", 5e-5)
+    assert scst.model.decoder.image_input == "first_step" and scst.data.name == "karpathy"  # the FC recipe's model

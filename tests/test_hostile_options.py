@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from captioning.tasks import caption, evaluate, extract, train
+from captioning.options import check_options
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
 from tests.hostile import assert_refused, run_command, snapshot
 
@@ -137,6 +138,22 @@ EXTRACT_CASES = [
     (["output='???'"], "output", "Missing mandatory value"),
 ]
 
+DEMO_CASES = [
+    (["port=0"], "port", "=0"),
+    (["port=abc"], "port", "'abc'"),
+    (["max_upload_mb=0"], "max_upload_mb", "=0"),
+    (["max_image_pixels=-5"], "max_image_pixels", "-5"),
+    (["device=tpu"], "device", "'tpu'"),
+    (["checkpoint={tmp}/nowhere.pt"], "checkpoint", "nowhere.pt"),
+]
+
+EXPORT_CASES = [
+    (["opset=9"], "opset", "=9"),
+    (["overwrite=1"], "overwrite", "=1"),
+    (["checkpoint={tmp}/nowhere.pt"], "checkpoint", "nowhere.pt"),
+    (["output='???'"], "output", "Missing mandatory value"),
+]
+
 
 def compose_primary(name: str, overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -156,12 +173,16 @@ def command(kind: str, overrides: list[str], tmp) -> tuple:
     if kind == "caption":
         return caption, compose_primary("caption", [f"checkpoint={tmp / 'model.pt'}", f"images={tmp / 'photo.png'}",
                                                     f"output={tmp / 'captions.json'}"] + overrides)
+    if kind in ("demo", "export"):  # their scripts check the options first, then serve or export
+        return (lambda cfg: check_options(cfg, kind)), compose_primary(kind, [
+            f"checkpoint={tmp / 'model.pt'}", *([f"output={tmp / 'onnx'}"] if kind == "export" else [])] + overrides)
     return extract, compose_primary("extract_features", [f"output={tmp / 'store'}", "model/encoder=tiny_cnn",
                                                         f"data.source.root={tmp / 'cache'}"] + overrides)
 
 
 CASES = [(kind, *case) for kind, cases in [("train", TRAIN_CASES), ("evaluate", EVALUATE_CASES),
-                                           ("caption", CAPTION_CASES), ("extract", EXTRACT_CASES)] for case in cases]
+                                           ("caption", CAPTION_CASES), ("extract", EXTRACT_CASES),
+                                           ("demo", DEMO_CASES), ("export", EXPORT_CASES)] for case in cases]
 
 
 @pytest.mark.parametrize("kind, overrides, key, shown", CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])

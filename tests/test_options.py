@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from captioning.data.sources import SOURCES
 from captioning.models.captioner import PARTS
-from captioning.options import SCHEMAS, OptionError, check_options, missing_keys
+from captioning.option_tables import SCHEMAS
+from captioning.options import OptionError, check_options, missing_keys
 from captioning.registry import Registry, SpecError, simple_annotations
 from tests.test_configs import compose_every_option
 
