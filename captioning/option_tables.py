@@ -80,6 +80,7 @@ TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*
     "train.scst.samples": integer(1),
     "train.scst.baseline": one_of("greedy", "mean"),
     "train.scst.temperature": number(above=0),
+    "train.scst.bleu_weight": number(low=0),
     "optim.lr": number(above=0),
     "optim.weight_decay": number(low=0),
     "optim.momentum": number(low=0),

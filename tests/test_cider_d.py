@@ -70,3 +70,17 @@ def test_state_round_trips_through_json_and_bad_states_are_named():
             CiderD.from_state({**state, key: value})
     with pytest.raises(ValueError, match="at least one image"):
         CiderD().score(["a"], [["a"]])
+
+
+def test_sentence_bleu_equals_pycocoevalcaps_per_image_bleu():
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    from captioning.evaluation.bleu_reward import sentence_bleu
+
+    candidates = CANDIDATES + ["a brown dog is running", "two"]  # an exact reference; a one-word caption
+    references = [REFERENCES[i] for i in IMAGE_OF] + [REFERENCES[0], REFERENCES[1]]
+    _, per_image = Bleu(4).compute_score({i: refs for i, refs in enumerate(references)},
+                                         {i: [c] for i, c in enumerate(candidates)}, verbose=0)
+    got = [sentence_bleu(c.split(), [r.split() for r in refs]) for c, refs in zip(candidates, references)]
+    assert np.allclose(got, per_image[3], atol=1e-9, rtol=0), (got, per_image[3])
+    assert got[8] == pytest.approx(1.0) and got[5] < 1e-6  # a reference itself scores 1, the empty caption 0

@@ -122,3 +122,24 @@ def test_scst_options_are_checked_before_anything_runs(tmp_path, synthetic_root)
         with pytest.raises(OptionError, match=message):
             train(compose_train([f"data.source.root={synthetic_root}", *overrides], tmp_path / "run"))
         assert not (tmp_path / "run").exists()
+
+
+def test_the_reward_adds_bleu_weight_times_sentence_bleu4():
+    from captioning.evaluation.bleu_reward import sentence_bleu
+    from captioning.evaluation.cider_d import CiderD
+    from captioning.training.scst import SelfCritical
+    from captioning.vocab import Vocabulary
+
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "cat", "sits", "fast"])
+    references = [[["a", "dog", "runs", "fast"], ["a", "dog"]], [["a", "cat", "sits"], ["cat", "sits"]]]
+    tokens = torch.tensor([[4, 5, 6, 9, 2], [4, 7, 2, 2, 2], [7, 8, 2, 2, 2]])  # "a dog runs fast", "a cat", "cat sits"
+    images = [0, 1, 1]
+
+    def rewards(weight: float) -> torch.Tensor:
+        loss = SelfCritical(None, vocab, references, CiderD(references), samples=1, baseline="mean",
+                            temperature=1.0, max_tokens=5, cached=True, bleu_weight=weight)
+        return loss.rewards(tokens, images)
+    bleu = torch.tensor([sentence_bleu(words, references[i]) for words, i in
+                         zip([["a", "dog", "runs", "fast"], ["a", "cat"], ["cat", "sits"]], images)])
+    assert bleu[0] == pytest.approx(1.0) and bleu[1] < 0.01  # an exact reference; a 2-word caption has no 4-gram
+    assert torch.allclose(rewards(2.5) - rewards(0.0), 2.5 * bleu, atol=1e-6)

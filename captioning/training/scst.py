@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from captioning.decoding import Samples, greedy_search
+from captioning.evaluation.bleu_reward import sentence_bleu
 from captioning.evaluation.cider_d import CiderD
 from captioning.vocab import tokenize
 
@@ -56,16 +57,22 @@ class SelfCritical:
     """
 
     def __init__(self, model: Any, vocab: Any, references: list[list[list[str]]], reward: Any, *, samples: int,
-                 baseline: str, temperature: float, max_tokens: int, cached: bool):
+                 baseline: str, temperature: float, max_tokens: int, cached: bool, bleu_weight: float = 0.0):
         self.model, self.vocab, self.references, self.reward = model, vocab, references, reward
+        self.bleu_weight = bleu_weight
         self.samples, self.baseline, self.cached = samples, baseline, cached
         self.sampling = {"start": vocab.start, "end": vocab.end, "max_tokens": max_tokens, "samples": samples,
                          "temperature": temperature}
         self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "batches": 0}
 
     def rewards(self, tokens: torch.Tensor, images: list[int]) -> torch.Tensor:
+        """CIDEr-D of each caption against its image's training references, plus bleu_weight x its BLEU-4."""
         words = [self.vocab.decode_tokens(row) for row in tokens.tolist()]
-        return torch.tensor(self.reward.scores(words, [self.references[i] for i in images], images), dtype=torch.float32)
+        references = [self.references[i] for i in images]
+        rewards = self.reward.scores(words, references, images)
+        if self.bleu_weight:
+            rewards = [r + self.bleu_weight * sentence_bleu(w, refs) for r, w, refs in zip(rewards, words, references)]
+        return torch.tensor(rewards, dtype=torch.float32)
 
     def __call__(self, parallel: Any, batch: dict) -> tuple[torch.Tensor, int]:
         images = batch["index"].tolist()
@@ -106,10 +113,13 @@ def self_critical(model: Any, vocab: Any, train_records: list, cfg: Any, cached:
     reward = CiderD(references)
     run_log.text("cider_d.json", json.dumps(reward.state()))
     options = cfg.train.scst
-    log.info("self-critical training: %d samples per image, %s baseline, CIDEr-D frequencies from %d training images",
-             options.samples, options.baseline, len(references))
+    bleu_weight = float(options.get("bleu_weight", 0.0))
+    log.info("self-critical training: %d samples per image, %s baseline, reward CIDEr-D%s, frequencies from %d "
+             "training images", options.samples, options.baseline, f" + {bleu_weight} x BLEU-4" if bleu_weight else "",
+             len(references))
     loss = SelfCritical(model, vocab, references, reward, samples=int(options.samples), baseline=str(options.baseline),
-                        temperature=float(options.temperature), max_tokens=int(cfg.vocab.max_words) + 1, cached=cached)
+                        temperature=float(options.temperature), max_tokens=int(cfg.vocab.max_words) + 1, cached=cached,
+                        bleu_weight=bleu_weight)
     return loss, with_scst_stats(validate, loss)
 
 
