@@ -14,6 +14,7 @@ from torch import nn
 
 from captioning.decoding import sample_with_log_probs
 from captioning.models.decoders import DECODERS, CaptionDecoder
+from captioning.models.decoders.base import scheduled_sampling_loss
 from captioning.models.encoders import ENCODERS, ImageEncoder
 from captioning.models.heads import HEADS, ActivityHead, ActivityModel
 from captioning.models.temporal import TEMPORAL, ClipCaptionDecoder, TimeDistributed
@@ -37,13 +38,17 @@ class CaptionModel(nn.Module):
         """Images (B, 3, H, W) or clips through the encoder, or, when `cached`, their stored features as they are."""
         return self.encoder.from_cached(inputs) if cached else self.encoder(inputs)
 
-    def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False, sample: dict | None = None) -> Any:
-        """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number;
-        with `sample` (self-critical training), K captions per image drawn with their log-probabilities instead
-        (`decoding.sample_with_log_probs` arguments), so DDP sees the sampling pass as this module's forward."""
+    def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False, sample: dict | None = None,
+                sampling_prob: float = 0.0) -> Any:
+        """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number
+        (with `sampling_prob` > 0: scheduled sampling); with `sample` (self-critical training), K captions per image
+        drawn with their log-probabilities instead (`decoding.sample_with_log_probs` arguments), so DDP sees the
+        sampling pass as this module's forward."""
         memory = self.memory(inputs, cached)
         if sample is not None:
             return sample_with_log_probs(self.decoder, memory, **sample)
+        if sampling_prob > 0:
+            return scheduled_sampling_loss(self.decoder, memory, tokens, sampling_prob)
         return self.decoder.loss(memory, tokens)
 
     def parts(self) -> dict[str, nn.Module]:

@@ -30,6 +30,7 @@ from captioning.tasks.base import (TASKS, Task, data_extras, encoder_extras, inh
                                    shared_parts, slow_parts, warm_start)
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
+from captioning.training.scheduled_sampling import sampling_probability
 from captioning.training.scst import self_critical
 from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
 from captioning.vocab import Vocabulary, check_vocabulary
@@ -119,7 +120,11 @@ class CaptionTask(Task):
                   "preprocess": model.encoder.preprocess, "max_words": max_words, **encoder_extras(model),
                   "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
-        xe = lambda parallel, batch: parallel(batch["input"], batch["tokens"], cached)  # noqa: E731
+        schedule = plain(cfg.train.scheduled_sampling)
+
+        def xe(parallel, batch):  # the epoch's scheduled-sampling probability (0: plain teacher forcing)
+            return parallel(batch["input"], batch["tokens"], cached,
+                            sampling_prob=sampling_probability(sampler.epoch, **schedule))
         loss, validate_captions = (self_critical(model, vocab, splits["train"], cfg, cached, run_log, validate_captions)
                                    if scst else (xe, validate_captions))
         return TaskRun(model, loss, sampler,

@@ -65,3 +65,24 @@ def summed_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[to
     targets = tokens[:, 1:]
     targets = targets[targets != 0]  # (N,) in row-major order, as target_logits returns them
     return F.cross_entropy(logits.float(), targets, reduction="sum"), targets.numel()
+
+
+def scheduled_sampling_loss(decoder: Any, memory: Any, tokens: torch.Tensor, prob: float,
+                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+    """Scheduled sampling (training/scheduled_sampling.py): tokens (B, T) starting with `<start>`, 0-padded ->
+    (cross-entropy summed over the real next-word targets, their number), feeding each row a word drawn from its own
+    previous output with probability `prob` (no gradient through the draw). Word by word through `init_state` and
+    `step`, so any decoder; with prob 0 it is `loss` in eval mode (`step` applies no word dropout)."""
+    state = decoder.init_state(memory)
+    words = tokens[:, 0]
+    total, count = tokens.new_zeros((), dtype=torch.float32), 0
+    for t in range(tokens.size(1) - 1):
+        log_probs, state = decoder.step(words, state)  # (B, V)
+        targets = tokens[:, t + 1]
+        real = targets != 0
+        total = total + F.nll_loss(log_probs.float()[real], targets[real], reduction="sum")
+        count += int(real.sum())
+        own = torch.multinomial(log_probs.detach().float().exp(), 1, generator=generator).squeeze(1)
+        swap = torch.rand(len(words), generator=generator, device=words.device) < prob
+        words = torch.where(swap & real, own, targets)
+    return total, count

@@ -1,0 +1,17 @@
+"""Scheduled sampling (Bengio et al. 2015) for cross-entropy training of caption decoders.
+
+At each word the decoder is fed, with probability p, a word drawn from its own previous output distribution instead
+of the reference word. p starts at 0 and rises by `increase_prob` every `increase_every` epochs from epoch `start`,
+up to `max_prob` (the schedule of ruotianluo's scheduled_sampling_* options). The loss
+(`models.decoders.base.scheduled_sampling_loss`) runs word by word through the decoder contract, so every decoder
+trains this way.
+"""
+from __future__ import annotations
+
+
+def sampling_probability(epoch: int, *, start: int, increase_every: int, increase_prob: float,
+                         max_prob: float) -> float:
+    """The probability of feeding the model its own word during 0-based `epoch`."""
+    if epoch < start or max_prob <= 0:
+        return 0.0
+    return min(max_prob, increase_prob * ((epoch - start) // increase_every + 1))
