@@ -73,7 +73,7 @@ TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*
     "train.resume": existing_file(null=True),
     "train.log_every": integer(1),
     "train.checkpoint_every": integer(1, null=True),
-    "train.show_examples": integer(0),
+    "train.show_examples": integer(0), "train.attention_maps": integer(0),
     "train.evaluate_test": BOOL,
     "train.overwrite": BOOL,
     "train.objective": one_of("xe", "scst"),

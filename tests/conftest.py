@@ -56,3 +56,16 @@ def learned_run(tmp_path_factory, synthetic_root) -> Path:
     run_dir = tmp_path_factory.mktemp("learned-run")
     train(compose_train([f"data.source.root={synthetic_root}", "train.epochs=4"], run_dir))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory, synthetic_root):
+    """Soft attention over the tiny CNN's 8 x 8 grid (3 blocks: each cell sees 15 pixels), trained end to end on
+    the built-in shapes. Without the doubly stochastic penalty: asking each of 64 cells for a total weight of 1
+    over a caption of about 10 words spreads every word's attention (docs/attention.md#on-the-built-in-shapes)."""
+    from captioning.tasks import train
+
+    run_dir = tmp_path_factory.mktemp("attention-run")
+    train(compose_train([f"data.source.root={synthetic_root}", "model/decoder=soft_attention", "model.encoder.blocks=3",
+                         "model.decoder.doubly_stochastic=0.0", "train.epochs=4", "train.show_examples=0"], run_dir))
+    return run_dir

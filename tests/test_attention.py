@@ -20,8 +20,7 @@ from captioning.models import encoders
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import coverage_penalty
 from captioning.models.memory import Features
-from captioning.tasks import train
-from tests.conftest import CONF, ROOT, compose_train
+from tests.conftest import CONF, ROOT
 from tools.attention_on_shapes import SIZE, cell_coverage, localisation, pictures_of_several_shapes
 
 def test_doubly_stochastic_penalty_is_added_in_training_only():
@@ -65,15 +64,15 @@ def test_cached_grids_are_the_encoders_grids():
 # ---------------------------------------------------------------- a trained soft-attention captioner
 
 
-@pytest.fixture(scope="module")
-def attention_run(tmp_path_factory, synthetic_root):
-    """Soft attention over the tiny CNN's 8 x 8 grid (3 blocks: each cell sees 15 pixels), trained end to end on
-    the built-in shapes. Without the doubly stochastic penalty: asking each of 64 cells for a total weight of 1
-    over a caption of about 10 words spreads every word's attention (docs/attention.md#on-the-built-in-shapes)."""
-    run_dir = tmp_path_factory.mktemp("attention-run")
-    train(compose_train([f"data.source.root={synthetic_root}", "model/decoder=soft_attention", "model.encoder.blocks=3",
-                         "model.decoder.doubly_stochastic=0.0", "train.epochs=4", "train.show_examples=0"], run_dir))
-    return run_dir
+def test_each_validation_sends_attention_maps_to_tensorboard(attention_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(attention_run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert sorted(tags) == ["val/attention/0", "val/attention/1", "val/attention/2"]  # train.attention_maps: 3
+    assert len(events.Images("val/attention/0")) == 4  # one per validation (4 epochs)
+    assert events.Images("val/attention/0")[0].width > 200  # panels drawn, not an empty image
 
 
 def test_colour_and_shape_words_look_at_the_shape_they_name(attention_run):

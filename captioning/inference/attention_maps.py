@@ -17,7 +17,7 @@ from torchvision import transforms as T
 
 from captioning.data.transforms import decode_size
 from captioning.data.images import load_rgb
-from captioning.inference.captioner import Caption, Captioner
+from captioning.inference.captioner import Caption, Captioner, grid_shape
 from captioning.options import OptionError
 
 PANELS_PER_ROW = 5
@@ -106,3 +106,26 @@ def map_writer(captioner: Captioner, paths: list[Path], folder: str | None, over
                           "(attention decoders: model/decoder=soft_attention or updown)")
     maps = map_paths(paths, folder, overwrite)
     return lambda path, caption: draw_attention(load_rgb(path), caption, captioner.preprocess, maps[path])
+
+
+def validation_maps(model: torch.nn.Module, vocab, preprocess: dict, max_words: int, images: list[Path],
+                    memory, device: torch.device) -> list[np.ndarray]:
+    """Greedy captions of a few validation images (their `memory`) drawn with their attention panels, as (H, W, 3)
+    uint8 arrays for TensorBoard. The model's training mode is restored afterwards."""
+    import tempfile
+
+    training = model.training
+    captioner = Captioner(model, vocab, preprocess, max_words, device)
+    arrays = []
+    try:
+        tokens, scores = captioner.decode(memory, beam_size=1)
+        captions = captioner.to_captions(tokens, scores)
+        with tempfile.TemporaryDirectory() as folder:
+            for index, (path, caption, weights) in enumerate(zip(images, captions,
+                                                                 captioner.attention(memory, tokens[:, 0]))):
+                caption.attention, caption.grid = weights.tolist(), grid_shape(weights.size(1))
+                drawn = draw_attention(load_rgb(path), caption, preprocess, Path(folder) / f"{index}.png")
+                arrays.append(np.asarray(Image.open(drawn).convert("RGB")))
+    finally:
+        model.train(training)
+    return arrays

@@ -19,7 +19,7 @@ from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
-from captioning.inference.attention_maps import map_writer
+from captioning.inference.attention_maps import map_writer, validation_maps
 from captioning.inference.captioner import Captioner, check_caption_payload
 from captioning.inference.paths import caption_paths
 from captioning.inference.scoring import evaluate_checkpoints
@@ -114,6 +114,15 @@ class CaptionTask(Task):
         def validate_captions() -> tuple[dict, list[str]]:
             metrics, captions = validate(model, val_loss_loader, val_caption_loader, references, vocab, device,
                                          cached=cached, max_tokens=max_words + 1, amp_dtype=amp_dtype)
+            shown = cfg.train.get("attention_maps", 0) if hasattr(model.decoder, "attention_weights") else 0
+            if shown and distributed.is_main():  # where a few validation captions looked, to TensorBoard
+                batch = next(iter(val_caption_loader))
+                rows = torch.arange(min(shown, len(batch["index"])))
+                inputs = batch["input"].index_select(0, rows).to(device)
+                run_log.images("val/attention", validation_maps(
+                    model, vocab, model.encoder.preprocess, max_words, [splits["val"][int(i)].image_path
+                                                                         for i in batch["index"][rows]],
+                    model.memory(inputs, cached).float(), device))
             return metrics, [f"`{' '.join(captions[i])}` (ref: {references[i][0]})" for i in sorted(captions)[:5]]
 
         extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),

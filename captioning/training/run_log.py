@@ -181,6 +181,7 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.active = distributed.is_main()
         self.log_every = log_every
+        self.last_step = 0
         if self.active:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
@@ -193,6 +194,7 @@ class RunLog:
     def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
         if not self.active:
             return
+        self.last_step = step
         self.steps.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr}) + "\n")
         self.steps.flush()  # a killed run keeps every step it logged
         if step % self.log_every == 0:
@@ -208,6 +210,13 @@ class RunLog:
         self.writer.add_text("val/examples", "\n\n".join(examples), step)
         with open(self.run_dir / "validation.jsonl", "a") as handle:  # a confusion matrix can be large: not here
             handle.write(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}) + "\n")
+
+    def images(self, name: str, images: list, step: int | None = None) -> None:
+        """(H, W, 3) uint8 arrays to TensorBoard as `name/0`, `name/1`, ... at `step` (default: the last logged)."""
+        if self.active:
+            for index, image in enumerate(images):
+                self.writer.add_image(f"{name}/{index}", image, self.last_step if step is None else step,
+                                      dataformats="HWC")
 
     def checkpoint(self, payload: dict, name: str) -> None:
         if self.active:
