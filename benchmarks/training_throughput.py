@@ -250,12 +250,27 @@ def run(cfg) -> list[dict]:
     amp_dtype = resolve_amp(cfg.amp, device)
     with tempfile.TemporaryDirectory() as tmp:
         rows = training_benchmarks(cfg, device, amp_dtype, Path(tmp))
+    scst = plain(cfg.get("scst") or {})
+    if scst.get("decoders"):
+        from benchmarks.scst_throughput import scst_rows
+
+        options = {"device": str(device), "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+                   "encoder": plain(cfg.encoder), **{k: scst[k] for k in ("images", "batch_size", "steps", "samples")}}
+        rows += [{**row, "path": "scst"} for row in scst_rows(options, scst["decoders"])]
     print(f"\n{'benchmark':58s} {'batch':>6s} {'per second':>12s} {'peak MB':>9s}  device")
-    for row in rows:
+    for row in (r for r in rows if r.get("path") != "scst"):
         rate = row.get("captions_per_s", row.get("images_per_s"))
         unit = "captions" if "captions_per_s" in row else "images"
         print(f"{row['benchmark']:58s} {row['batch_size']:6d} {rate:9.0f} {unit[:3]} {row['peak_memory_mb']:9.0f}  {row['device']}")
-    speedups = cached_over_images(rows)
+    scst_table = [row for row in rows if row.get("path") == "scst"]
+    if scst_table:
+        print(f"\n{'objective, decoder, per step (cached features)':48s} {'seqs':>5s} {'steps/s':>8s} {'seqs/s':>7s} "
+              f"{'peak MB':>8s} {'rise MB':>8s} {'rise/XE':>8s}  device")
+    for row in scst_table:
+        ratio = f"{row['rise_over_xe']:.2f}x" if "rise_over_xe" in row else ""
+        print(f"{row['benchmark']:48s} {row['sequences']:5d} {row['steps_per_s']:8.2f} {row['sequences_per_s']:7.0f} "
+              f"{row['peak_memory_mb']:8.0f} {row['rise_mb']:8.0f} {ratio:>8s}  {row['device']}")
+    speedups = cached_over_images([row for row in rows if row.get("path") != "scst"])
     for pair in speedups:
         print(f"cached-feature training is {pair['speedup']:.1f}x the image-decoding path with the same frozen "
               f"{pair['encoder']} ({rows[0]['device']})")

@@ -12,6 +12,7 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
         cfg = compose("benchmark", overrides=[
             "images=8", "warmup=1", "cached_batch_sizes=[4]", "cached_steps=2", "image_batch_size=4", "image_steps=1",
             "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", "bucket_pool=2",
+            "scst.decoders=[lstm]", "scst.images=8", "scst.batch_size=4", "scst.steps=2", "scst.samples=2",
             f"output={tmp_path / 'bench.json'}"])
     with open_dict(cfg):
         cfg.encoder = OmegaConf.create(tiny_cnn)
@@ -19,6 +20,11 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
         cfg.extraction = OmegaConf.create([{"encoder": tiny_cnn, "source": "memory", "images": 8, "batch_size": 4},
                                            {"encoder": tiny_cnn, "source": "device", "images": 8, "batch_size": 4}])
     rows = run(cfg)
+    scst = [row for row in rows if row.get("path") == "scst"]
+    rows = [row for row in rows if row.get("path") != "scst"]
+    # cross-entropy on 4 captions; SCST on 4 images x 2 samples, and on 2 images x 2 (as many sequences as XE)
+    assert [(r["objective"], r["sequences"]) for r in scst] == [("xe", 4), ("scst", 8), ("scst", 4)]
+    assert all(r["steps_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in scst) and "rise_over_xe" in scst[1]
     assert [(r["benchmark"].split(",")[0], r.get("path")) for r in rows] == [
         ("train", "cached"), ("train soft_attention", "grid"), ("train updown", "grid"), ("train", "images"),
         ("train", "fine-tune"), ("train", "cached"), ("train", "images"), ("extract tiny_cnn (memory)", None),
