@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 import shutil
 
-from captioning.options import Option, any_of, existing_file, integer, list_of, number, one_of, path, text, _is_number
+from captioning.option_types import (Option, _is_number, any_of, existing_file, integer, list_of, number, one_of, path,
+                                     text)
 
 BOOL = Option("true or false", lambda v: isinstance(v, bool))
 DEVICE = Option("auto | cpu | cuda | cuda:N",

@@ -2,94 +2,23 @@
 and stops a bad value before any file is read or written, with one line that names the key, the value and what
 is allowed: `train.grad_clip=-1: expected a number > 0 or null`.
 
-The option types are built here; the tables that give every option of every command its type live in
+The option types live in option_types.py; the tables that give every option of every command its type in
 option_tables.py. Model parts and data sources are specs, checked by their registries (argument types come
 from the constructors' annotations). Keys a composition does not have
 (data.frames with image data) are skipped; unknown keys are refused by Hydra's struct mode before this runs.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from captioning.option_tables import DEVICE_KEY, SCHEMAS
+from captioning.option_types import Option, OptionError, show
 from captioning.registry import plain
 
-
-class OptionError(ValueError):
-    """A config value of the wrong type or outside its allowed values, or a mandatory value left unset."""
-
-
-@dataclass(frozen=True)
-class Option:
-    expected: str                    # what is allowed, as the error message says it
-    accepts: Callable[[Any], bool]   # on the resolved value as plain data (lists, not ListConfig)
-
-
-def show(value: Any) -> str:
-    """A value as it would be written on the command line (strings quoted, so `'3'` is not mistaken for 3)."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _nullable(option: Option, null: bool) -> Option:
-    return Option(f"{option.expected} or null", lambda v: v is None or option.accepts(v)) if null else option
-
-
-def integer(low: int | None = None, high: int | None = None, null: bool = False) -> Option:
-    bound = f" in {low}..{high}" if high is not None else f" >= {low}" if low is not None else ""
-    return _nullable(Option(f"an integer{bound}", lambda v: _is_int(v) and (low is None or v >= low)
-                            and (high is None or v <= high)), null)
-
-
-def number(low: float | None = None, above: float | None = None, null: bool = False) -> Option:
-    """A finite int or float (not a bool); `low` is inclusive, `above` exclusive."""
-    bound = f" > {above}" if above is not None else f" >= {low}" if low is not None else ""
-    return _nullable(Option(f"a number{bound}", lambda v: _is_number(v) and (low is None or v >= low)
-                            and (above is None or v > above)), null)
-
-
-def text() -> Option:
-    return Option("a string", lambda v: isinstance(v, str) and v != "")
-
-
-def path(null: bool = False) -> Option:
-    return _nullable(Option("a path", lambda v: isinstance(v, str) and v != ""), null)
-
-
-def existing_file(null: bool = False) -> Option:
-    return _nullable(Option("an existing file", lambda v: isinstance(v, str) and Path(v).is_file()), null)
-
-
-def one_of(*choices: Any) -> Option:
-    """A closed set; `True` and 1 are different values here."""
-    return Option(f"one of {' | '.join(c if isinstance(c, str) else show(c) for c in choices)}",
-                  lambda v: any(type(v) is type(c) and v == c for c in choices))
-
-
-def list_of(item: Option, what: str) -> Option:
-    return Option(f"a non-empty list of {what}",
-                  lambda v: isinstance(v, list) and bool(v) and all(map(item.accepts, v)))
-
-
-def any_of(*options: Option) -> Option:
-    return Option(" or ".join(o.expected for o in options), lambda v: any(o.accepts(v) for o in options))
-
-
+__all__ = ["Option", "OptionError", "check_options", "missing_keys", "show", "value_of"]  # the types are re-exported
 
 
 # ---------------------------------------------------------------- checks across keys, and the specs
@@ -108,10 +37,11 @@ def check_device(cfg: DictConfig, key: str) -> None:
 
 def check_decode(cfg: DictConfig) -> None:
     d = cfg.decode
+    top_p, groups = d.get("top_p"), d.get("diversity_groups", 1)  # keys a hand-made config may leave out
     for broken, key, expected in (
-            (d.top_p is not None and d.diversity_groups > 1, "diversity_groups", "1 with decode.top_p set (sampling)"),
-            (d.beam_size % d.diversity_groups, "diversity_groups", f"a divisor of decode.beam_size={d.beam_size}"),
-            (d.n_best > d.beam_size and d.top_p is None, "n_best", f"an integer in 1..{d.beam_size} (decode.beam_size)"),
+            (top_p is not None and groups > 1, "diversity_groups", "1 with decode.top_p set (sampling)"),
+            (d.beam_size % groups, "diversity_groups", f"a divisor of decode.beam_size={d.beam_size}"),
+            (d.n_best > d.beam_size and top_p is None, "n_best", f"an integer in 1..{d.beam_size} (decode.beam_size)"),
             (d.max_words is not None and d.min_words > d.max_words, "min_words",
              f"an integer in 0..{d.max_words} (decode.max_words)")):
         if broken:
@@ -166,8 +96,6 @@ def check_options(cfg: DictConfig, command: str) -> None:
     missing = missing_keys(OmegaConf.to_container(cfg, resolve=False))
     if missing:
         raise OptionError(f"Missing mandatory value: {', '.join(missing)} (give {missing[0]}=... on the command line)")
-    from captioning.option_tables import DEVICE_KEY, SCHEMAS
-
     for key, option in SCHEMAS[command].items():
         value = value_of(cfg, key)
         if value is not _ABSENT and not option.accepts(value):

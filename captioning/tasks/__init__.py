@@ -44,17 +44,18 @@ def check_task(cfg: DictConfig) -> Task:
         raise OptionError(f"train.select_metric={show(cfg.train.select_metric)}: not a validation metric of task "
                           f"{task.name!r}; expected one of {' | '.join(task.metrics)}")
     check_model_spec(plain(cfg.model), task.model_parts)
-    if cfg.train.scheduled_sampling.max_prob > 0 and task.label_part != "decoder":
-        raise OptionError(f"train.scheduled_sampling.max_prob={cfg.train.scheduled_sampling.max_prob}: task "
-                          f"{task.name!r} writes no captions; expected 0")
+    sampling_prob = OmegaConf.select(cfg, "train.scheduled_sampling.max_prob", default=0.0)
+    if sampling_prob > 0 and task.label_part != "decoder":
+        raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: task {task.name!r} writes no "
+                          "captions; expected 0")
     if cfg.train.get("objective", "xe") == "scst":
         if "scst" not in task.objectives:
             raise OptionError(f"train.objective=scst: task {task.name!r} trains with {' | '.join(task.objectives)} only")
         if cfg.train.scst.baseline == "mean" and cfg.train.scst.samples < 2:
             raise OptionError("train.scst.baseline=mean: needs train.scst.samples >= 2 (the mean of the other samples)")
-        if cfg.train.scheduled_sampling.max_prob > 0:
-            raise OptionError(f"train.scheduled_sampling.max_prob={cfg.train.scheduled_sampling.max_prob}: scheduled "
-                              "sampling is for cross-entropy training; expected 0 with train.objective=scst")
+        if sampling_prob > 0:
+            raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: scheduled sampling is for "
+                              "cross-entropy training; expected 0 with train.objective=scst")
     return task
 
 

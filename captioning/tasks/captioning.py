@@ -129,7 +129,8 @@ class CaptionTask(Task):
                   "preprocess": model.encoder.preprocess, "max_words": max_words, **encoder_extras(model),
                   "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
-        schedule = plain(cfg.train.scheduled_sampling)
+        schedule = plain(cfg.train.get("scheduled_sampling")) or {"start": 0, "increase_every": 1,
+                                                                   "increase_prob": 0.0, "max_prob": 0.0}
 
         def xe(parallel, batch):  # the epoch's scheduled-sampling probability (0: plain teacher forcing)
             return parallel(batch["input"], batch["tokens"], cached,
