@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 
-from captioning.decoding.search import Decoder, check_search, length_penalty_of, mask_log_probs, trim_padding
+from captioning.decoding.search import (Decoder, check_search, keep_best, length_penalty_of, mask_log_probs,
+                                        reach, trim_padding)
 
 
 @torch.no_grad()
@@ -69,11 +69,9 @@ def diverse_beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, 
                                top_words.unsqueeze(2)], dim=2)  # (B, 2k, t + 1)
             finishing = torch.ones_like(ends[:, :k]) if last else ends[:, :k]
             if finishing.any():
-                scores = (top_totals[:, :k] / length_penalty_of(float(t + 1), length_penalty, alpha))
-                pool_scores = torch.cat([done_scores[:, g], scores.masked_fill(~finishing, float("-inf"))], dim=1)
-                pool_tokens = torch.cat([done_tokens[:, g], F.pad(paths[:, :k], (0, max_tokens - t - 1), value=end)], 1)
-                done_scores[:, g], pick = pool_scores.topk(n_best, dim=1)
-                done_tokens[:, g] = pool_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, max_tokens))
+                scores = top_totals[:, :k] / length_penalty_of(float(t + 1), length_penalty, alpha)
+                done_tokens[:, g], done_scores[:, g] = keep_best(done_tokens[:, g], done_scores[:, g], paths[:, :k],
+                                                                 scores.masked_fill(~finishing, float("-inf")), end)
             taken.scatter_add_(1, top_words[:, :k], top_ranked[:, :k].isfinite().float())
             keep = (ends.long() * 2 * k + torch.arange(2 * k, device=device)).argsort(dim=1)[:, :k]  # not ending first
             next_live[:, g], next_chosen[:, g] = top_totals.gather(1, keep), top_ranked.gather(1, keep)
@@ -82,10 +80,9 @@ def diverse_beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, 
             break
         history = torch.cat([history.gather(2, parents.unsqueeze(3).expand(-1, -1, -1, t)), words.unsqueeze(3)], 3)
         live, chosen = next_live, next_chosen
-        # Stop once no group of any image can still improve its n-th best (log-probs only fall; see beam_search).
-        reach = max(length_penalty_of(float(t + 2), length_penalty, alpha),
-                    length_penalty_of(float(max_tokens), length_penalty, alpha))
-        if bool((done_scores[:, :, n_best - 1] >= live.max(dim=2).values / reach).all()):
+        # Stop once no group of any image can still improve its n-th best (log-probs only fall; see `reach`).
+        if bool((done_scores[:, :, n_best - 1] >= live.max(dim=2).values / reach(t, max_tokens, length_penalty,
+                                                                                    alpha)).all()):
             break
         state = decoder.reorder_state(state, (rows_of[:, :, :1] + parents).flatten())
         tokens = words.flatten()

@@ -55,7 +55,8 @@ def outside_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 @dataclass
 class Samples:
     tokens: torch.Tensor     # (B * K, T) drawn words, image-major (rows k*... of image b are b*K .. b*K+K-1), `end` after <end>
-    log_probs: torch.Tensor  # (B * K, T) log-probability of each drawn word under the sampling distribution (with grad)
+    log_probs: torch.Tensor  # (B * K, T) log-probability of each drawn word under the sampling distribution (with grad;
+                             # after a row's <end>: of the word drawn and replaced by padding, masked out)
     mask: torch.Tensor       # (B * K, T) True for the words that count: up to and including each row's <end>
     entropy: torch.Tensor    # () mean entropy of the sampling distribution over the counted steps (no grad)
 
@@ -66,26 +67,18 @@ def sample_with_log_probs(decoder: Any, memory: Any, *, start: int, end: int, ma
     (self-critical training). Each image's state is repeated K times by the decoder's own `reorder_state`."""
     if samples < 1 or temperature <= 0:
         raise ValueError(f"need samples >= 1 and temperature > 0, got {samples} and {temperature}")
-    B, device = len(memory), memory.device
-    state = decoder.reorder_state(decoder.init_state(memory), torch.arange(B, device=device).repeat_interleave(samples))
-    rows = B * samples
-    words = torch.full((rows,), start, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens, log_probs, mask, entropies = [], [], [], []
-    for _ in range(max_tokens):
-        scores, state = decoder.step(words, state)  # (rows, V) log-probabilities
+    picked, entropies = [], []
+
+    def draw(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # scores (rows, V) log-probabilities
         tempered = torch.log_softmax(scores.float() / temperature, dim=-1)
         words = torch.multinomial(tempered.detach().exp(), 1, generator=generator).squeeze(1)
-        counted = ~finished
-        words = torch.where(finished, torch.full_like(words, end), words)
-        tokens.append(words)
-        log_probs.append(tempered.gather(1, words[:, None]).squeeze(1))
-        mask.append(counted)
+        picked.append(tempered.gather(1, words[:, None]).squeeze(1))
         with torch.no_grad():
-            entropies.append((-(tempered.exp() * tempered).sum(-1) * counted).sum())
-        finished = finished | (words == end)
-        if bool(finished.all()):
-            break
-    mask_tensor = torch.stack(mask, dim=1)
-    entropy = torch.stack(entropies).sum() / mask_tensor.sum().clamp(min=1)
-    return Samples(torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), mask_tensor, entropy)
+            entropies.append(-(tempered.exp() * tempered).sum(-1))
+        return words, picked[-1]
+
+    tokens, _ = word_by_word(decoder, memory, start, end, max_tokens, draw, copies=samples)
+    ended = (tokens == end).long().cumsum(dim=1)
+    mask = torch.cat([torch.zeros_like(ended[:, :1]), ended[:, :-1]], dim=1) == 0  # up to and including the first <end>
+    entropy = (torch.stack(entropies, dim=1) * mask).sum() / mask.sum().clamp(min=1)
+    return Samples(tokens, torch.stack(picked, dim=1), mask, entropy)

@@ -157,11 +157,9 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
         finishing = torch.ones_like(ends[:, :top]) if t == max_tokens - 1 else ends[:, :top]
         if finishing.any():
             normalised = top_scores[:, :top] / length_penalty_of(float(t + 1), length_penalty, alpha)
-            pool_scores = torch.cat([finished_scores[active], normalised.masked_fill(~finishing, float("-inf"))], 1)
-            padded = F.pad(paths[:, :top], (0, max_tokens - t - 1), value=end)
-            pool_tokens = torch.cat([finished_tokens[active], padded], dim=1)
-            finished_scores[active], pick = pool_scores.topk(n_best, dim=1)
-            finished_tokens[active] = pool_tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, max_tokens))
+            finished_tokens[active], finished_scores[active] = keep_best(
+                finished_tokens[active], finished_scores[active], paths[:, :top],
+                normalised.masked_fill(~finishing, float("-inf")), end)
         if t == max_tokens - 1:
             break
 
@@ -174,9 +172,7 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
 
         # A live beam's summed log-prob only falls as it grows, so the best score it can still reach is
         # that sum over the largest penalty of any longer hypothesis. Images that cannot improve leave.
-        reach = max(length_penalty_of(float(t + 2), length_penalty, alpha),
-                    length_penalty_of(float(max_tokens), length_penalty, alpha))
-        searching = finished_scores[active, n_best - 1] < live_scores[:, 0] / reach
+        searching = finished_scores[active, n_best - 1] < live_scores[:, 0] / reach(t, max_tokens, length_penalty, alpha)
         if not searching.all():
             active, live_scores = active[searching], live_scores[searching]
             history, rows = history[searching], rows[searching]
@@ -186,6 +182,24 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
         tokens = history[:, :, -1].reshape(-1)
 
     return trim_padding(finished_tokens, end), finished_scores
+
+
+def keep_best(pool_tokens: torch.Tensor, pool_scores: torch.Tensor, new_tokens: torch.Tensor, new_scores: torch.Tensor,
+              end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A finished pool (A, P, T) / (A, P) and new finished captions (A, k, t) / (A, k) (-inf: not finishing) ->
+    the P best of both, best first; the new captions are padded with `end` to T."""
+    P, T = pool_scores.size(1), pool_tokens.size(2)
+    scores = torch.cat([pool_scores, new_scores], dim=1)
+    tokens = torch.cat([pool_tokens, F.pad(new_tokens, (0, T - new_tokens.size(2)), value=end)], dim=1)
+    best, pick = scores.topk(P, dim=1)
+    return tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, T)), best
+
+
+def reach(t: int, max_tokens: int, length_penalty: str, alpha: float) -> float:
+    """After step t, the largest length-penalty divisor any longer hypothesis can have: a live beam's summed
+    log-prob only falls as it grows, so that sum over this divisor is the best score it can still reach."""
+    return max(length_penalty_of(float(t + 2), length_penalty, alpha),
+               length_penalty_of(float(max_tokens), length_penalty, alpha))
 
 
 def trim_padding(tokens: torch.Tensor, end: int) -> torch.Tensor:

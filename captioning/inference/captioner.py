@@ -79,10 +79,9 @@ class Captioner:
     @classmethod
     def from_payloads(cls, loaded: list[tuple[dict, str | Path]], device: str | torch.device = "auto") -> "Captioner":
         """Checkpoints already read by `load_checkpoint`, with their paths: one captioner, or an ensemble of them."""
+        if len(loaded) == 1:
+            return cls.from_payload(*loaded[0], device)
         members = [(cls.from_payload(payload, path, "cpu"), path) for payload, path in loaded]
-        if len(members) == 1:
-            only = members[0][0]
-            return cls(only.model, only.vocab, only.preprocess, only.max_words, device, only.inputs)
         try:
             check_members(members)
         except ValueError as error:
