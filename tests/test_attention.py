@@ -9,13 +9,17 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from captioning.data.features import cache_features
+from captioning.inference.attention_maps import attention_array
 from captioning.inference.captioner import Captioner
+from captioning.inference.demo import caption_upload
 from captioning.models import encoders
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import coverage_penalty
@@ -110,6 +114,25 @@ def test_captioner_returns_each_words_attention_with_beam_search(attention_run, 
     h, _ = state.recurrent
     _, first = captioner.model.decoder.attention(*state.memory, h)
     assert torch.allclose(torch.tensor(looked[0].attention[0]), first[0], atol=1e-4)
+
+
+def test_demo_answers_an_upload_with_the_attention_panels_of_its_caption(attention_run, tmp_path, monkeypatch):
+    """The page's attention output is the panels of the very caption it shows, as an array: no temporary file is
+    left behind per request."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    captioner = Captioner.from_checkpoint(attention_run / "checkpoints" / "best.pt", device="cpu")
+    image = pictures_of_several_shapes(1, seed=3)[0][0]
+    image.save(tmp_path / "shapes.png")
+    message, shown, best, rows, panels = caption_upload(captioner, str(tmp_path / "shapes.png"), 3, 2, "none")
+    caption = captioner.caption(image, beam_size=3, return_attention=True)
+    assert message == "" and best == caption.caption and rows[0][1] == caption.caption
+    assert panels.dtype == np.uint8 and panels.ndim == 3 and panels.shape[2] == 3
+    assert np.array_equal(panels, attention_array(image, caption, captioner.preprocess))
+    words = len(caption.caption.split())  # one panel per word, five to a row
+    assert panels.shape[0] == round(2.4 * 80 * math.ceil(words / min(words, 5)))
+    assert list(scratch.iterdir()) == []
 
 
 def test_caption_script_writes_attention_maps_and_refuses_to_replace_them(attention_run, learned_run, tmp_path):

@@ -35,8 +35,8 @@ def upsampled(weights: list[float], grid: list[int], size: tuple[int, int]) -> n
     return heat / max(float(heat.max()), 1e-12)
 
 
-def draw_attention(image: Image.Image, caption: Caption, preprocess: dict, output: Path) -> Path:
-    """Write the panels of `caption` (it must hold attention weights) over `image` to `output` (PNG)."""
+def attention_figure(image: Image.Image, caption: Caption, preprocess: dict):
+    """The panels of `caption` (it must hold attention weights) over `image`, as a matplotlib figure (close it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +48,7 @@ def draw_attention(image: Image.Image, caption: Caption, preprocess: dict, outpu
     words = caption.caption.split()
     columns = min(PANELS_PER_ROW, max(len(words), 1))
     rows = max(math.ceil(len(words) / columns), 1)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False, dpi=80)
     for axis in axes.flat:
         axis.axis("off")
     for axis, word, weights in zip(axes.flat, words, caption.attention):
@@ -60,10 +60,30 @@ def draw_attention(image: Image.Image, caption: Caption, preprocess: dict, outpu
         axis.set_title(word, fontsize=11)
     figure.suptitle(caption.caption, fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+def attention_array(image: Image.Image, caption: Caption, preprocess: dict) -> np.ndarray:
+    """The panels of `caption` over `image` as an (H, W, 3) uint8 array (TensorBoard, the demo page)."""
+    import matplotlib.pyplot as plt
+
+    figure = attention_figure(image, caption, preprocess)
+    try:
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(figure)
+
+
+def draw_attention(image: Image.Image, caption: Caption, preprocess: dict, output: Path) -> Path:
+    """Write the panels of `caption` over `image` to `output` (PNG), atomically."""
+    import matplotlib.pyplot as plt
+
+    figure = attention_figure(image, caption, preprocess)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f"{output.name}.tmp.png")
     try:
-        figure.savefig(temporary, dpi=80)
+        figure.savefig(temporary)
         temporary.replace(output)
     finally:
         plt.close(figure)
@@ -112,20 +132,15 @@ def validation_maps(model: torch.nn.Module, vocab, preprocess: dict, max_words: 
                     memory, device: torch.device) -> list[np.ndarray]:
     """Greedy captions of a few validation images (their `memory`) drawn with their attention panels, as (H, W, 3)
     uint8 arrays for TensorBoard. The model's training mode is restored afterwards."""
-    import tempfile
-
     training = model.training
     captioner = Captioner(model, vocab, preprocess, max_words, device)
-    arrays = []
     try:
         tokens, scores = captioner.decode(memory, beam_size=1)
         captions = captioner.to_captions(tokens, scores)
-        with tempfile.TemporaryDirectory() as folder:
-            for index, (path, caption, weights) in enumerate(zip(images, captions,
-                                                                 captioner.attention(memory, tokens[:, 0]))):
-                caption.attention, caption.grid = weights.tolist(), grid_shape(weights.size(1))
-                drawn = draw_attention(load_rgb(path), caption, preprocess, Path(folder) / f"{index}.png")
-                arrays.append(np.asarray(Image.open(drawn).convert("RGB")))
+        arrays = []
+        for path, caption, weights in zip(images, captions, captioner.attention(memory, tokens[:, 0])):
+            caption.attention, caption.grid = weights.tolist(), grid_shape(weights.size(1))
+            arrays.append(attention_array(load_rgb(path), caption, preprocess))
     finally:
         model.train(training)
     return arrays

@@ -3,20 +3,21 @@ scores and, for attention decoders, where each word looked. Bad uploads get a me
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, load_rgb
-from captioning.inference.attention_maps import draw_attention
+from captioning.inference.attention_maps import attention_array
 from captioning.inference.captioner import Captioner
 
 PENALTIES = ["none", "avg", "gnmt"]
 
 
 def caption_upload(captioner: Captioner, path: str | None, beam_size: float, n_best: float, length_penalty: str,
-                   max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[str, str | None, str, list[list], str | None]:
+                   max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[str, str | None, str, list[list], np.ndarray | None]:
     """One request of the page: (status message, the image shown, best caption, n-best rows [rank, caption, score],
-    attention PNG or None). A file that is not a readable image, or exceeds `max_pixels`, gives a message in the
+    attention panels as an (H, W, 3) array, or None). A file that is not a readable image, or exceeds `max_pixels`, gives a message in the
     page, never an exception."""
     if not path:
         return "Upload an image or pick an example.", None, "", [], None
@@ -32,9 +33,7 @@ def caption_upload(captioner: Captioner, path: str | None, beam_size: float, n_b
     rows = [[rank, item["caption"], round(item["score"], 4)] for rank, item in enumerate(ranked, 1)]
     attention = None
     if attend:
-        handle, attention = tempfile.mkstemp(suffix=".png", prefix="attention-")
-        os.close(handle)
-        draw_attention(image, caption, captioner.preprocess, Path(attention))
+        attention = attention_array(image, caption, captioner.preprocess)
     return "", path, caption.caption, rows, attention
 
 
@@ -60,7 +59,7 @@ def build_demo(captioner: Captioner, examples: list[str], title: str, max_pixels
                 table = gr.Dataframe(headers=["rank", "caption", "score"], label="n-best (score: log-prob / penalty)",
                                      interactive=False, elem_id="nbest")
                 attention = gr.Image(label="Where each word looked", visible=captioner.has_attention(),
-                                     elem_id="attention", type="filepath")
+                                     elem_id="attention", type="numpy")
         run.click(lambda *args: caption_upload(captioner, *args, max_pixels=max_pixels),
                   [upload, beam, n_best, penalty], [status, shown, best, table, attention])
     return demo
