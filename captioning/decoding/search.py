@@ -172,7 +172,8 @@ def beam_search(decoder: Decoder, memory: Any, *, start: int, end: int, beam_siz
 
         # A live beam's summed log-prob only falls as it grows, so the best score it can still reach is
         # that sum over the largest penalty of any longer hypothesis. Images that cannot improve leave.
-        searching = finished_scores[active, n_best - 1] < live_scores[:, 0] / reach(t, max_tokens, length_penalty, alpha)
+        bound = live_scores[:, 0] / reach(t, max_tokens, length_penalty, alpha)
+        searching = finished_scores[active, n_best - 1] < bound
         if not searching.all():
             active, live_scores = active[searching], live_scores[searching]
             history, rows = history[searching], rows[searching]

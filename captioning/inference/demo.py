@@ -15,10 +15,11 @@ PENALTIES = ["none", "avg", "gnmt"]
 
 
 def caption_upload(captioner: Captioner, path: str | None, beam_size: float, n_best: float, length_penalty: str,
-                   max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[str, str | None, str, list[list], np.ndarray | None]:
+                   max_pixels: int | None = MAX_IMAGE_PIXELS
+                   ) -> tuple[str, str | None, str, list[list], np.ndarray | None]:
     """One request of the page: (status message, the image shown, best caption, n-best rows [rank, caption, score],
-    attention panels as an (H, W, 3) array, or None). A file that is not a readable image, or exceeds `max_pixels`, gives a message in the
-    page, never an exception."""
+    the attention panels as an (H, W, 3) array or None). A file that is not a readable image, or exceeds
+    `max_pixels`, gives a message in the page, never an exception."""
     if not path:
         return "Upload an image or pick an example.", None, "", [], None
     try:
