@@ -211,3 +211,34 @@ def test_a_store_of_pooled_grids_serves_only_runs_that_pool_the_same_way(tmp_pat
     with pytest.raises(DataError, match="another encoder"):  # nor is it continued by one that does not pool
         extract_features(encoders.efficientnet_lite0(pretrained=True), records, store, device=torch.device("cpu"),
                          store_grid=True)
+
+
+def test_updown_attention_lstm_is_one_lstm_over_word_pooled_and_language_state():
+    """The pooled vector's gates, computed once per image, plus the per-step gates equal nn.LSTMCell over the
+    concatenated [h_lang, pooled, word]; and a checkpoint of that joined layout loads into the split one."""
+    torch.manual_seed(0)
+    spec = {"name": "updown", "embed_size": 6, "hidden_size": 5, "attention_size": 4, "dropout": 0.0}
+    decoder = DECODERS.build(spec, "test", vocab_size=11, feature_dim=7, grid_dim=3).eval()
+    memory = Features(torch.randn(2, 7), torch.randn(2, 4, 3))
+    state = decoder.init_state(memory)
+    state = state.advance(tuple(torch.randn(2, 5) for _ in range(4)))  # a mid-caption state, not zeros
+    h_att, c_att, h_lang, _ = state.recurrent
+    words = decoder.embed(torch.tensor([3, 8]))
+    cell = decoder.attend_lstm
+    joined = torch.nn.LSTMCell(5 + 7 + 6, 5)
+    weight_ih = torch.cat([cell.weight_ih[:, :5], decoder.attend_pooled.weight, cell.weight_ih[:, 5:]], dim=1)
+    with torch.no_grad():
+        joined.weight_ih.copy_(weight_ih)
+        for name in ("weight_hh", "bias_ih", "bias_hh"):
+            getattr(joined, name).copy_(getattr(cell, name))
+        expected = joined(torch.cat([h_lang, memory.pooled, words], dim=1), (h_att, c_att))
+        _, _, after = decoder.advance(words, state)
+    for got, want in zip(after.recurrent[:2], expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    old = {k: v for k, v in decoder.state_dict().items() if k != "attend_pooled.weight"}
+    old["attend_lstm.weight_ih"] = weight_ih.detach().clone()
+    fresh = DECODERS.build(spec, "test", vocab_size=11, feature_dim=7, grid_dim=3)
+    fresh.load_state_dict(old)
+    for name, value in decoder.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value)
