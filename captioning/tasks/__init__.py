@@ -21,6 +21,7 @@ from captioning.runtime import rank_seed, resolve_amp, seed_everything
 from captioning.tasks import activity, captioning  # noqa: F401  (register the tasks)
 from captioning.tasks.base import TASKS, Task, read_checkpoint, task_of
 from captioning.training.loop import fit
+from captioning.training.scheduled_sampling import schedule_of
 from captioning.training.run_log import RunLog, claim_run_dir
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def check_task(cfg: DictConfig) -> Task:
         raise OptionError(f"train.select_metric={show(cfg.train.select_metric)}: not a validation metric of task "
                           f"{task.name!r}; expected one of {' | '.join(task.metrics)}")
     check_model_spec(plain(cfg.model), task.model_parts)
-    sampling_prob = OmegaConf.select(cfg, "train.scheduled_sampling.max_prob", default=0.0)
+    sampling_prob = schedule_of(cfg.train)["max_prob"]
     if sampling_prob > 0 and task.label_part != "decoder":
         raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: task {task.name!r} writes no "
                           "captions; expected 0")

@@ -30,7 +30,7 @@ from captioning.tasks.base import (TASKS, Task, data_extras, encoder_extras, inh
                                    shared_parts, slow_parts, warm_start)
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
-from captioning.training.scheduled_sampling import sampling_probability
+from captioning.training.scheduled_sampling import sampling_probability, schedule_of
 from captioning.training.scst import self_critical
 from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
 from captioning.vocab import Vocabulary, check_vocabulary
@@ -129,8 +129,7 @@ class CaptionTask(Task):
                   "preprocess": model.encoder.preprocess, "max_words": max_words, **encoder_extras(model),
                   "data": data_extras(cfg.data), **inputs.checkpoint_extras}
         pretrained = slow_parts(model, self.label_part, init)
-        schedule = plain(cfg.train.get("scheduled_sampling")) or {"start": 0, "increase_every": 1,
-                                                                   "increase_prob": 0.0, "max_prob": 0.0}
+        schedule = schedule_of(cfg.train)
 
         def xe(parallel, batch):  # the epoch's scheduled-sampling probability (0: plain teacher forcing)
             return parallel(batch["input"], batch["tokens"], cached,

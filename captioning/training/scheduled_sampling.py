@@ -8,6 +8,14 @@ trains this way.
 """
 from __future__ import annotations
 
+OFF = {"start": 0, "increase_every": 1, "increase_prob": 0.0, "max_prob": 0.0}  # plain teacher forcing
+
+
+def schedule_of(train_cfg) -> dict:
+    """`train.scheduled_sampling` as keyword arguments of `sampling_probability`; OFF for a config without it."""
+    schedule = train_cfg.get("scheduled_sampling")
+    return dict(schedule) if schedule is not None else dict(OFF)
+
 
 def sampling_probability(epoch: int, *, start: int, increase_every: int, increase_prob: float,
                          max_prob: float) -> float:
