@@ -242,3 +242,32 @@ def test_updown_attention_lstm_is_one_lstm_over_word_pooled_and_language_state()
     fresh.load_state_dict(old)
     for name, value in decoder.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("kind", ["soft_attention", "updown"])
+def test_skipping_ended_captions_gives_the_same_loss_and_gradients(kind):
+    """Training with skip_padding steps only the captions still running: the loss and every gradient are those of
+    stepping the whole padded batch (dropout off, so both see the same network)."""
+    spec = {"name": kind, "embed_size": 6, "hidden_size": 5, "attention_size": 4, "dropout": 0.0}
+    lengths = [9, 2, 7, 3, 3, 9, 1, 5, 2, 4]  # words per caption, <end> included: cuts at several steps
+    tokens = torch.zeros(len(lengths), max(lengths) + 1, dtype=torch.long)
+    generator = torch.Generator().manual_seed(1)
+    for row, length in enumerate(lengths):
+        tokens[row, 0] = 1
+        tokens[row, 1:length] = torch.randint(4, 11, (length - 1,), generator=generator)
+        tokens[row, length] = 2
+    memory = Features(torch.randn(len(lengths), 7, generator=generator), torch.randn(len(lengths), 4, 3, generator=generator))
+    results = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        decoder = DECODERS.build({**spec, "skip_padding": skip}, "test", vocab_size=11, feature_dim=7, grid_dim=3).train()
+        total, count = decoder.loss(memory, tokens)
+        total.backward()
+        results.append((total.detach(), count, {n: p.grad.clone() for n, p in decoder.named_parameters()
+                                                 if p.grad is not None}))
+    (full, full_count, full_grads), (skipped, skipped_count, skipped_grads) = results
+    assert skipped_count == full_count == sum(lengths)
+    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
+    assert skipped_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(skipped_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -22,12 +22,13 @@ class SoftAttentionDecoder(GridAttentionDecoder):
     recurrent_count = 2  # (h, c)
     def __init__(self, vocab_size: int, feature_dim: int, grid_dim: int, embed_size: int = 512,
                  hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5,
-                 doubly_stochastic: float = 1.0, gate: bool = True):
+                 doubly_stochastic: float = 1.0, gate: bool = True, skip_padding: bool = True):
         super().__init__()
         if doubly_stochastic < 0:
             raise ValueError(f"model.decoder.doubly_stochastic must be >= 0, got {doubly_stochastic}")
         if not 0 <= dropout < 1:
             raise ValueError(f"model.decoder.dropout must be in [0, 1), got {dropout}")
+        self.skip_padding = skip_padding
         self.vocab_size, self.hidden_size, self.doubly_stochastic = vocab_size, hidden_size, doubly_stochastic
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=0)
         self.attention = AdditiveAttention(grid_dim, hidden_size, attention_size)

@@ -34,10 +34,11 @@ def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, tor
 class UpDownDecoder(GridAttentionDecoder):
     recurrent_count = 4  # the attention and language LSTMs' (h, c)
     def __init__(self, vocab_size: int, feature_dim: int, grid_dim: int, embed_size: int = 512,
-                 hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5):
+                 hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5, skip_padding: bool = True):
         super().__init__()
         if not 0 <= dropout < 1:
             raise ValueError(f"model.decoder.dropout must be in [0, 1), got {dropout}")
+        self.skip_padding = skip_padding
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=0)
         self.grid_embed = nn.Sequential(nn.Linear(grid_dim, hidden_size), nn.ReLU())
