@@ -48,7 +48,7 @@ def test_doubly_stochastic_penalty_is_added_in_training_only():
     assert float(coverage_penalty(weights, targets)) == pytest.approx(by_hand, rel=1e-5)
     decoder.train()
     regularised, _ = decoder.loss(memory, tokens)
-    assert float(regularised) == pytest.approx(float(plain) + 2.0 * by_hand, rel=1e-5)
+    assert float(regularised.detach()) == pytest.approx(float(plain.detach()) + 2.0 * by_hand, rel=1e-5)
 
 
 def test_cached_grids_are_the_encoders_grids():
