@@ -110,7 +110,7 @@ class GridAttentionDecoder(CaptionDecoder):
 
         With `skip_padding` (training only), captions that have ended stop being stepped: their padding positions
         hold zeros, which no loss reads (the targets there are padding)."""
-        if self.skip_padding and self.training:
+        if self.skip_padding and self.training and bool((tokens[:, 1:] != 0).any()):
             return self.teacher_forced_running(memory, tokens)
         state = self.init_state(memory)
         words = self.dropout(self.embed(tokens[:, :-1]))
