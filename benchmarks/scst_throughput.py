@@ -70,7 +70,7 @@ def time_objective(objective: str, decoder: str, options: dict, batch: int) -> d
     if scst:
         references = [[caption.split() for caption in record.captions] for record in records]
         loss = SelfCritical(model, vocab, references, CiderD(references), samples=options["samples"],
-                            baseline="greedy", temperature=1.0, max_tokens=21, cached=True)
+                            baseline=options["baseline"], temperature=1.0, max_tokens=21, cached=True)
         loss_fn = lambda b: loss(model, b)  # noqa: E731
     else:
         loss_fn = lambda b: model(b["input"], b["tokens"], True)  # noqa: E731

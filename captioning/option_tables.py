@@ -1,6 +1,6 @@
 """The option tables: every key of conf/train.yaml (every task and data group), conf/evaluate.yaml,
-conf/caption.yaml, conf/extract_features.yaml, conf/export.yaml and conf/demo.yaml with its type or closed set of
-values. `captioning.options.check_options` checks a composed config against `SCHEMAS[command]`.
+conf/caption.yaml, conf/extract_features.yaml, conf/export.yaml, conf/demo.yaml and the benchmarks' configs with its
+type or closed set of values. `captioning.options.check_options` checks a composed config against `SCHEMAS[command]`.
 """
 from __future__ import annotations
 
@@ -139,7 +139,26 @@ DEMO = {  # conf/demo.yaml
     "max_upload_mb": integer(1), "max_image_pixels": integer(1, null=True),
 }
 
+BENCHMARK = {  # conf/benchmark.yaml and conf/bench/*.yaml; encoder specs and decoder names: their registries
+    "device": DEVICE, "amp": AMP, "output": path(null=True), "image_dir": path(null=True),
+    "vocab_size": integer(5), "hidden_size": integer(1), "bucket_pool": integer(0),
+    "images": integer(1), "warmup": integer(0), "cached_batch_sizes": list_of(integer(1), "integers >= 1"),
+    "cached_steps": integer(1), "image_batch_size": integer(1), "image_steps": integer(1), "num_workers": integer(0),
+    "grid_decoders": list_of(text(), "decoder names", empty=True),
+    "scst.decoders": list_of(text(), "decoder names", empty=True),
+    "scst.images": integer(1), "scst.batch_size": integer(1), "scst.steps": integer(1), "scst.samples": integer(1),
+    "scst.baseline": one_of("greedy", "mean"),
+}
+BENCHMARK_DECODING = {  # conf/benchmark_decoding.yaml (and its decode group)
+    "checkpoint": existing_file(), "images": any_of(path(null=True), list_of(path(), "paths")),
+    "num_images": integer(1), "device": DEVICE,
+    "beam_sizes": list_of(integer(1), "integers >= 1"), "batch_sizes": list_of(integer(1), "integers >= 1"),
+    "cuda_batch_sizes": list_of(integer(1), "integers >= 1"),
+    "seconds": number(above=0), "repeats": integer(1), "loop": BOOL, "output": path(null=True),
+}
+
 SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA, **DECODE},
            "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA}, "export": EXPORT,
-           "demo": DEMO}
-DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device", "demo": "device"}
+           "demo": DEMO, "benchmark": BENCHMARK, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE}}
+DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device", "demo": "device",
+              "benchmark": "device", "benchmark_decoding": "device"}

@@ -69,9 +69,10 @@ def one_of(*choices: Any) -> Option:
                   lambda v: any(type(v) is type(c) and v == c for c in choices))
 
 
-def list_of(item: Option, what: str) -> Option:
-    return Option(f"a non-empty list of {what}",
-                  lambda v: isinstance(v, list) and bool(v) and all(map(item.accepts, v)))
+def list_of(item: Option, what: str, empty: bool = False) -> Option:
+    """A list of `item`s; `empty`: [] is allowed too (a list of things to run, where [] runs none)."""
+    return Option(f"a {'' if empty else 'non-empty '}list of {what}",
+                  lambda v: isinstance(v, list) and (empty or bool(v)) and all(map(item.accepts, v)))
 
 
 def any_of(*options: Option) -> Option:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from captioning.option_tables import DEVICE_KEY, SCHEMAS
-from captioning.option_types import Option, OptionError, show
+from captioning.option_types import Option, OptionError, integer, one_of, show
 from captioning.registry import plain
 
 __all__ = ["Option", "OptionError", "check_options", "missing_keys", "show", "value_of"]  # the types are re-exported
@@ -61,9 +61,36 @@ def check_source(cfg: DictConfig) -> None:
         SOURCES.check(plain(cfg.data.source), "data.source")
 
 
+def check_benchmark(cfg: DictConfig) -> None:
+    """The benchmark's encoder specs and decoder names against their registries, its extraction rows' keys, and a
+    baseline its sample count allows."""
+    from captioning.models.decoders import DECODERS
+    from captioning.models.encoders import ENCODERS
+
+    ENCODERS.check(plain(cfg.encoder), "encoder", supplied=("trainable",))
+    for index, spec in enumerate(plain(cfg.get("also_frozen") or [])):
+        ENCODERS.check(spec, f"also_frozen[{index}]", supplied=("trainable",))
+    for key in ("grid_decoders", "scst.decoders"):
+        for index, name in enumerate(value_of(cfg, key) or []):
+            DECODERS.get(name, f"{key}[{index}]")
+    for index, row in enumerate(plain(cfg.get("extraction") or [])):
+        where = f"extraction[{index}]"
+        if not isinstance(row, dict) or set(row) != {"encoder", "source", "images", "batch_size"}:
+            raise OptionError(f"{where}: expected a mapping of encoder, source, images and batch_size")
+        ENCODERS.check(row["encoder"], f"{where}.encoder", supplied=("trainable",))
+        for key, option in (("source", one_of("disk", "device", "memory")), ("images", integer(1)),
+                            ("batch_size", integer(1))):
+            if not option.accepts(row[key]):
+                raise OptionError(f"{where}.{key}={show(row[key])}: expected {option.expected}")
+    if cfg.scst.baseline == "mean" and cfg.scst.samples < 2:
+        raise OptionError(f"scst.samples={cfg.scst.samples}: expected an integer >= 2 with scst.baseline=mean "
+                          "(the mean of the image's other samples)")
+
+
 RULES = {"train": (check_decode, check_source),  # the task-dependent checks: captioning.tasks.check_task
          "evaluate": (check_decode, check_source),
-         "caption": (check_decode,), "extract": (check_encoder, check_source)}
+         "caption": (check_decode,), "extract": (check_encoder, check_source),
+         "benchmark": (check_benchmark,), "benchmark_decoding": (check_decode, check_source)}
 
 
 # ---------------------------------------------------------------- the check

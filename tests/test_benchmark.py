@@ -1,9 +1,15 @@
-"""The benchmark script runs end to end (tiny sizes) and reports every row with its device."""
+"""The benchmark scripts run end to end (tiny sizes), report every row with its device, and refuse a bad option by
+its key before any work."""
+import subprocess
+import sys
+
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from benchmarks.training_throughput import run
-from tests.conftest import CONF
+from captioning.options import check_options
+from tests.conftest import CONF, ROOT
 
 
 def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
@@ -51,3 +57,49 @@ def test_speed_options_bucketed_batches_pad_less():
         assert all(((tokens != 0).sum(1) >= 10).all() for tokens in batches)  # 8-16 words + <start> + <end>
         padding[pool] = sum(tokens.numel() for tokens in batches) / sum(int((tokens != 0).sum()) for tokens in batches)
     assert padding[4] < 1.1 < padding[0]
+
+
+BAD_BENCHMARK_OPTIONS = [  # (overrides, what the message starts with)
+    (["scst.baseline=best"], "scst.baseline='best'"),
+    (["scst.samples=1"], "scst.samples=1"),                       # the mean of the other samples needs 2
+    (["scst.decoders=[lstm,updwn]"], "scst.decoders[1]: unknown decoder 'updwn'"),
+    (["grid_decoders=[soft]"], "grid_decoders[0]: unknown decoder 'soft'"),
+    (["cached_batch_sizes=[0]"], "cached_batch_sizes=[0]"),
+    (["device=gpu"], "device='gpu'"),
+    (["encoder.name=resnet"], "encoder.name: unknown encoder 'resnet'"),
+    (["also_frozen=[{name:timm,model:resnet101,pretraind:false}]"], "also_frozen[0].pretraind: not an argument"),
+    (["extraction=[{encoder:{name:efficientnet_lite0},source:disc,images:8,batch_size:4}]"],
+     "extraction[0].source='disc'"),
+    (["extraction=[{encoder:{name:efficientnet_lite0},images:8,batch_size:4}]"], "extraction[0]: expected a mapping"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_BENCHMARK_OPTIONS)
+def test_benchmark_refuses_a_bad_option_naming_it(overrides, message):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("benchmark", overrides=overrides)
+    with pytest.raises(ValueError) as error:
+        check_options(cfg, "benchmark")
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_decoding_benchmark_refuses_a_bad_option_naming_it(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"not read: the options are checked first")
+    for overrides, message in ((["beam_sizes=[0,3]"], "beam_sizes=[0, 3]"), (["seconds=0"], "seconds=0"),
+                               (["decode.beam_size=0"], "decode.beam_size=0"),
+                               ([f"checkpoint={tmp_path / 'missing.pt'}"], "checkpoint=")):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("benchmark_decoding", overrides=[f"checkpoint={checkpoint}", *overrides])
+        with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+            check_options(cfg, "benchmark_decoding")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        check_options(compose("benchmark_decoding", overrides=[f"checkpoint={checkpoint}"]), "benchmark_decoding")
+
+
+def test_benchmark_script_stops_on_a_bad_option_before_any_work(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "scst.baseline=greedyy",
+                           f"output={tmp_path / 'bench.json'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode != 0 and "scst.baseline='greedyy': expected one of greedy | mean" in done.stderr
+    assert not (tmp_path / "bench.json").exists()

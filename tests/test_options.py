@@ -17,12 +17,14 @@ from captioning.options import OptionError, check_options, missing_keys
 from captioning.registry import Registry, SpecError, simple_annotations
 from tests.test_configs import compose_every_option
 
-COMMANDS = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract"}
-# Keys typed elsewhere than the schema table: registries check model parts, data sources and the task name;
-# experiments' stage inputs are interpolated into train.init_from; the rest is Hydra's or a code target.
-ELSEWHERE = ("model.", "data.source.", "hydra.")
+COMMANDS = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract",
+            "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding"}
+# Keys typed elsewhere than the schema table: registries check model parts, data sources and the task name (and
+# the benchmark's encoders and extraction rows: options.check_benchmark); experiments' stage inputs are
+# interpolated into train.init_from; the rest is Hydra's or a code target.
+ELSEWHERE = ("model.", "data.source.", "hydra.", "encoder.")
 NOT_IN_TABLE = {"task.name", "activity", "stage1", "data", "optim._target_", "optim._partial_", "scheduler.build",
-                "scheduler.build._target_", "scheduler.build._partial_"}
+                "scheduler.build._target_", "scheduler.build._partial_", "also_frozen", "extraction"}
 
 
 def shipped(primary: str, tmp: Path) -> dict[str, DictConfig]:
@@ -55,7 +57,7 @@ def test_every_shipped_config_passes(every_config):
         check_options(cfg, COMMANDS[primary])
     choices = {key for primary, key in every_config}
     assert {"task=activity", "task=video_caption", "data=coco", "data=clips", "data=karpathy", "data=flickr",
-            "experiment=lrcn_description", "experiment=show_and_tell_coco_finetune", "optim=sgd"} <= choices
+            "experiment=lrcn_description", "experiment=show_and_tell_coco_finetune", "optim=sgd", "bench=cuda"} <= choices
 
 
 def leaf_keys(node, prefix: str = "") -> list[str]:
