@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 
+from captioning.evaluation.compare import MEAN_METRICS
 from captioning.option_types import (Option, _is_number, any_of, existing_file, integer, list_of, number, one_of, path,
                                      text)
 
@@ -157,8 +158,16 @@ BENCHMARK_DECODING = {  # conf/benchmark_decoding.yaml (and its decode group)
     "seconds": number(above=0), "repeats": integer(1), "loop": BOOL, "output": path(null=True),
 }
 
+COMPARE = {  # conf/compare.yaml
+    "base": any_of(path(), list_of(path(), "paths")), "other": any_of(path(), list_of(path(), "paths")),
+    "metric": one_of(*MEAN_METRICS), "samples": integer(100),
+    "confidence": Option("a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1),
+    "seed": integer(0, 2**32 - 1), "output": path(null=True),
+}
+
 SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA, **DECODE},
            "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA}, "export": EXPORT,
-           "demo": DEMO, "benchmark": BENCHMARK, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE}}
+           "demo": DEMO, "benchmark": BENCHMARK, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE},
+           "compare": COMPARE}
 DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device", "demo": "device",
               "benchmark": "device", "benchmark_decoding": "device"}

@@ -18,7 +18,7 @@ from captioning.registry import Registry, SpecError, simple_annotations
 from tests.test_configs import compose_every_option
 
 COMMANDS = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract",
-            "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding"}
+            "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding", "compare": "compare"}
 # Keys typed elsewhere than the schema table: registries check model parts, data sources and the task name (and
 # the benchmark's encoders and extraction rows: options.check_benchmark); experiments' stage inputs are
 # interpolated into train.init_from; the rest is Hydra's or a code target.
