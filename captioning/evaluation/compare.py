@@ -110,7 +110,8 @@ def compare_evaluations(base: list[str], other: list[str], *, metric: str, sampl
     scores = {side: side_scores(evaluations, runs["base"][0]) for side, evaluations in runs.items()}
     result = paired_difference(scores["base"].mean(0), scores["other"].mean(0), samples=samples, seed=seed,
                                confidence=confidence)
-    return {"metric": metric, "images": scores["base"].shape[1], "samples": samples, "seed": seed, "confidence": confidence,
+    return {"metric": metric, "images": scores["base"].shape[1], "samples": samples, "seed": seed,
+            "confidence": confidence,
             "runs": {side: [{"folder": str(run.path.parent), "score": float(row.mean())}
                             for run, row in zip(runs[side], scores[side])] for side in runs},
             **result}
