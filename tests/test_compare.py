@@ -103,10 +103,12 @@ def test_script_prints_the_comparison_and_refuses_a_bad_option(tmp_path):
     other = write_evaluation(tmp_path / "o", {k: v + 6 for k, v in draws(0).items()})
     script = str(ROOT / "scripts" / "compare_evaluations.py")
     done = subprocess.run([sys.executable, script, f"base={base}", f"other=[{other}]", "samples=500",
-                           f"output={tmp_path / 'cmp.json'}"], capture_output=True, text=True, timeout=300)
+                           f"output={tmp_path / 'cmp.json'}"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "other - base: +6.00" in done.stdout and "95% interval [+6.00, +6.00]" in done.stdout
     assert json.loads((tmp_path / "cmp.json").read_text())["difference"] == pytest.approx(6.0, abs=1e-3)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["b", "cmp.json", "o"]  # no log or .hydra folder
     bad = subprocess.run([sys.executable, script, f"base={base}", f"other={other}", "metric=BLEU-4"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
