@@ -17,6 +17,7 @@ DEVICE = Option("auto | cpu | cuda | cuda:N",
 AMP = one_of("auto", "bf16", "fp16", "off")
 JAVA = Option("auto | none | a java executable (a path, or a name on PATH)",
               lambda v: isinstance(v, str) and (v in ("auto", "none") or shutil.which(v) is not None))
+SCST_BASELINES = ("greedy", "mean")  # train.scst.baseline and the benchmark's; captioning/training/scst.py uses it
 SPLITS = ("train", "val", "test", "restval")  # restval: Karpathy's, with data.restval_as_train=false
 
 DATA = {  # conf/common/data_options.yaml and the data groups (conf/data/*.yaml); data.source: its registry
@@ -80,7 +81,7 @@ TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*
     "train.overwrite": BOOL,
     "train.objective": one_of("xe", "scst"),
     "train.scst.samples": integer(1),
-    "train.scst.baseline": one_of("greedy", "mean"),
+    "train.scst.baseline": one_of(*SCST_BASELINES),
     "train.scst.temperature": number(above=0),
     "train.scst.bleu_weight": number(low=0),
     "train.scheduled_sampling.max_prob": Option("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1),
@@ -148,7 +149,7 @@ BENCHMARK = {  # conf/benchmark.yaml and conf/bench/*.yaml; encoder specs and de
     "grid_decoders": list_of(text(), "decoder names", empty=True),
     "scst.decoders": list_of(text(), "decoder names", empty=True),
     "scst.images": integer(1), "scst.batch_size": integer(1), "scst.steps": integer(1), "scst.samples": integer(1),
-    "scst.baseline": one_of("greedy", "mean"),
+    "scst.baseline": one_of(*SCST_BASELINES),
 }
 BENCHMARK_DECODING = {  # conf/benchmark_decoding.yaml (and its decode group)
     "checkpoint": existing_file(), "images": any_of(path(null=True), list_of(path(), "paths")),

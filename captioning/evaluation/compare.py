@@ -86,7 +86,7 @@ def paired_difference(base: np.ndarray, other: np.ndarray, *, samples: int, seed
         rows = min(CHUNK, samples - start)
         index = rng.integers(0, len(base), size=(rows, len(base)))            # (rows, images) resampled images
         boot_difference.append(difference[index].mean(1))
-        boot_relative.append(difference[index].mean(1) / np.maximum(base[index].mean(1), 1e-12))
+        boot_relative.append(boot_difference[-1] / np.maximum(base[index].mean(1), 1e-12))
         signs = rng.integers(0, 2, size=(rows, len(base))) * 2 - 1             # (rows, images) of +-1
         flipped.append(np.abs((signs * difference).mean(1)))
     tail = (1 - confidence) / 2 * 100

@@ -14,11 +14,10 @@ import torch
 from captioning.decoding import Samples, greedy_search
 from captioning.evaluation.bleu_reward import sentence_bleu
 from captioning.evaluation.cider_d import CiderD
+from captioning.option_tables import SCST_BASELINES as BASELINES  # the option check and the loss share one list
 from captioning.vocab import tokenize
 
 log = logging.getLogger(__name__)
-
-BASELINES = ("greedy", "mean")
 
 
 def baseline_of(rewards: torch.Tensor, kind: str, greedy: torch.Tensor | None = None) -> torch.Tensor:
