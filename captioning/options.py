@@ -61,6 +61,12 @@ def check_source(cfg: DictConfig) -> None:
         SOURCES.check(plain(cfg.data.source), "data.source")
 
 
+def check_scst_samples(scst: DictConfig, prefix: str) -> None:
+    """The mean-of-others baseline needs 2 samples per image (train.scst, and the benchmark's scst)."""
+    if scst.baseline == "mean" and scst.samples < 2:
+        raise OptionError(f"{prefix}.baseline=mean: needs {prefix}.samples >= 2 (the mean of the other samples)")
+
+
 def check_benchmark(cfg: DictConfig) -> None:
     """The benchmark's encoder specs and decoder names against their registries, its extraction rows' keys, and a
     baseline its sample count allows."""
@@ -82,9 +88,7 @@ def check_benchmark(cfg: DictConfig) -> None:
                             ("batch_size", integer(1))):
             if not option.accepts(row[key]):
                 raise OptionError(f"{where}.{key}={show(row[key])}: expected {option.expected}")
-    if cfg.scst.baseline == "mean" and cfg.scst.samples < 2:
-        raise OptionError(f"scst.samples={cfg.scst.samples}: expected an integer >= 2 with scst.baseline=mean "
-                          "(the mean of the image's other samples)")
+    check_scst_samples(cfg.scst, "scst")
 
 
 RULES = {"train": (check_decode, check_source),  # the task-dependent checks: captioning.tasks.check_task

@@ -61,7 +61,7 @@ def test_speed_options_bucketed_batches_pad_less():
 
 BAD_BENCHMARK_OPTIONS = [  # (overrides, what the message starts with)
     (["scst.baseline=best"], "scst.baseline='best'"),
-    (["scst.samples=1"], "scst.samples=1"),                       # the mean of the other samples needs 2
+    (["scst.samples=1"], "scst.baseline=mean: needs scst.samples >= 2"),  # the mean of the other samples
     (["scst.decoders=[lstm,updwn]"], "scst.decoders[1]: unknown decoder 'updwn'"),
     (["grid_decoders=[soft]"], "grid_decoders[0]: unknown decoder 'soft'"),
     (["cached_batch_sizes=[0]"], "cached_batch_sizes=[0]"),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, check_finite, check_resumable, load_checkpoint
 from captioning.models.captioner import check_model_spec
-from captioning.options import OptionError, check_options, show
+from captioning.options import OptionError, check_options, check_scst_samples, show
 from captioning.registry import plain
 from captioning.provenance import write_provenance
 from captioning.runtime import rank_seed, resolve_amp, seed_everything
@@ -52,8 +52,7 @@ def check_task(cfg: DictConfig) -> Task:
     if cfg.train.get("objective", "xe") == "scst":
         if "scst" not in task.objectives:
             raise OptionError(f"train.objective=scst: task {task.name!r} trains with {' | '.join(task.objectives)} only")
-        if cfg.train.scst.baseline == "mean" and cfg.train.scst.samples < 2:
-            raise OptionError("train.scst.baseline=mean: needs train.scst.samples >= 2 (the mean of the other samples)")
+        check_scst_samples(cfg.train.scst, "train.scst")
         if sampling_prob > 0:
             raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: scheduled sampling is for "
                               "cross-entropy training; expected 0 with train.objective=scst")
