@@ -43,10 +43,10 @@ def peak_mib(device: torch.device) -> float:
     return peak_memory_mib(device) if device.type == "cuda" else status_mib("VmHWM")
 
 
-def time_objective(objective: str, decoder: str, options: dict, batch: int) -> dict:
+def time_objective(objective: str, decoder: str, options: dict, batch: int, micro_batch: int | None = None) -> dict:
     """Train `steps` steps of `objective` (xe | scst) with `decoder` on random cached features of the benchmark's
-    encoder shape, `batch` captions (xe) or images (scst, each sampled `samples` times) per step; -> steps/s,
-    sequences/s, peak memory and its rise over the set-up."""
+    encoder shape, `batch` captions (xe) or images (scst, each sampled `samples` times) per step, in pieces of
+    `micro_batch` (None: whole batches); -> steps/s, sequences/s, peak memory and its rise over the set-up."""
     from benchmarks.training_throughput import fake_records, fake_vocab, make_model
 
     torch.manual_seed(0)
@@ -77,18 +77,21 @@ def time_objective(objective: str, decoder: str, options: dict, batch: int) -> d
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     synchronize(device)
     before = reset_peaks(device)  # the window holds the optimiser state and every step's activations
-    train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=1, grad_clip=5.0)  # warm-up
+    common = {"grad_clip": 5.0, "micro_batch": micro_batch}
+    train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=1, **common)  # warm-up
     synchronize(device)
     start, done = time.perf_counter(), 0
     while done < options["steps"]:
         done, _ = train_one_epoch(model, loader, optimizer, device, loss_fn, step=done, max_steps=options["steps"],
-                                  grad_clip=5.0)
+                                  **common)
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = peak_mib(device)
     sequences = batch * options["samples"] if scst else batch
-    return {"benchmark": f"{objective} {decoder}, {batch} {'images' if scst else 'captions'}", "objective": objective,
-            "decoder": decoder, "batch_size": batch, "sequences": sequences, "steps_per_s": done / seconds,
+    pieces = f" in pieces of {micro_batch}" if micro_batch else ""
+    return {"benchmark": f"{objective} {decoder}, {batch} {'images' if scst else 'captions'}{pieces}",
+            "objective": objective, "decoder": decoder, "batch_size": batch, "micro_batch": micro_batch,
+            "sequences": sequences, "steps_per_s": done / seconds,
             "sequences_per_s": done * sequences / seconds,
             "peak_memory_mb": peak, "rise_mb": peak - before,
             "device": device_name(device)}
@@ -96,21 +99,22 @@ def time_objective(objective: str, decoder: str, options: dict, batch: int) -> d
 
 def scst_rows(options: dict, decoders: list[str]) -> list[dict]:
     """Per decoder: cross-entropy on `batch_size` captions per step, SCST on `batch_size` images per step (what
-    train.batch_size means for each objective) and on `batch_size // samples` images (about as many sequences per
-    step as cross-entropy), with the rise of SCST's memory over cross-entropy's."""
+    train.batch_size means for each objective), at once and in pieces of `micro_batch` images (train.micro_batch: the
+    same update, about as many sequences at a time as cross-entropy), with the rise of SCST's memory over
+    cross-entropy's."""
     rows = []
     for decoder in decoders:
         xe = measured("xe", decoder, options, options["batch_size"])
         rows.append(xe)
-        for images in (options["batch_size"], max(options["batch_size"] // options["samples"], 1)):
-            row = measured("scst", decoder, options, images)
+        for micro_batch in (None, options["micro_batch"]):
+            row = measured("scst", decoder, options, options["batch_size"], micro_batch)
             rows.append({**row, "rise_over_xe": row["rise_mb"] / max(xe["rise_mb"], 1.0)})
     return rows
 
 
-def measured(objective: str, decoder: str, options: dict, batch: int) -> dict:
+def measured(objective: str, decoder: str, options: dict, batch: int, micro_batch: int | None = None) -> dict:
     """`time_objective` in a fresh process on the CPU (its own peak resident set), in this one on CUDA."""
     if options["device"] != "cpu":
-        return time_objective(objective, decoder, options, batch)
+        return time_objective(objective, decoder, options, batch, micro_batch)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(time_objective, (objective, decoder, options, batch))
+        return pool.apply(time_objective, (objective, decoder, options, batch, micro_batch))

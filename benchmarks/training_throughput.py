@@ -256,7 +256,7 @@ def run(cfg) -> list[dict]:
 
         options = {"device": str(device), "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
                    "encoder": plain(cfg.encoder),
-                   **{k: scst[k] for k in ("images", "batch_size", "steps", "samples", "baseline")}}
+                   **{k: scst[k] for k in ("images", "batch_size", "steps", "samples", "baseline", "micro_batch")}}
         rows += [{**row, "path": "scst"} for row in scst_rows(options, scst["decoders"])]
     print(f"\n{'benchmark':58s} {'batch':>6s} {'per second':>12s} {'peak MB':>9s}  device")
     for row in (r for r in rows if r.get("path") != "scst"):

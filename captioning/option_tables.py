@@ -66,6 +66,7 @@ TRAIN = {  # conf/train.yaml, conf/train/, conf/optim/, conf/scheduler/ (model.*
     "train.epochs": integer(1),
     "train.max_steps": integer(1, null=True),
     "train.batch_size": integer(1),
+    "train.micro_batch": integer(1, null=True),
     "train.bucket_pool": integer(0),
     "train.device": DEVICE,
     "train.amp": AMP,
@@ -150,6 +151,7 @@ BENCHMARK = {  # conf/benchmark.yaml and conf/bench/*.yaml; encoder specs and de
     "scst.decoders": list_of(text(), "decoder names", empty=True),
     "scst.images": integer(1), "scst.batch_size": integer(1), "scst.steps": integer(1), "scst.samples": integer(1),
     "scst.baseline": one_of(*SCST_BASELINES),
+    "scst.micro_batch": integer(1),
 }
 BENCHMARK_DECODING = {  # conf/benchmark_decoding.yaml (and its decode group)
     "checkpoint": existing_file(), "images": any_of(path(null=True), list_of(path(), "paths")),

@@ -52,6 +52,22 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
+def batch_size(batch: dict) -> int:
+    """Examples in a batch (every batch carries their dataset indices)."""
+    return len(batch["index"])
+
+
+def split_batch(batch: dict, size: int) -> list[dict]:
+    """The batch in pieces of at most `size` examples, in order: every value (tensors, Features, Clips) cut along
+    dim 0."""
+    total = batch_size(batch)
+    pieces = []
+    for start in range(0, total, size):
+        pieces.append({key: value.index_select(0, torch.arange(start, min(start + size, total), device=value.device))
+                       for key, value in batch.items()})
+    return pieces
+
+
 def rng_state() -> dict:
     numpy_state = np.random.get_state()
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

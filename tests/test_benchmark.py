@@ -19,7 +19,7 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
             "images=8", "warmup=1", "cached_batch_sizes=[4]", "cached_steps=2", "image_batch_size=4", "image_steps=1",
             "num_workers=0", "vocab_size=50", "hidden_size=16", "image_dir=null", "bucket_pool=2",
             "scst.decoders=[lstm]", "scst.images=8", "scst.batch_size=4", "scst.steps=2", "scst.samples=2",
-            f"output={tmp_path / 'bench.json'}"])
+            "scst.micro_batch=2", f"output={tmp_path / 'bench.json'}"])
     with open_dict(cfg):
         cfg.encoder = OmegaConf.create(tiny_cnn)
         cfg.also_frozen = OmegaConf.create([{**tiny_cnn, "width": 8, "out_dim": 24}])
@@ -28,8 +28,10 @@ def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
     rows = run(cfg)
     scst = [row for row in rows if row.get("path") == "scst"]
     rows = [row for row in rows if row.get("path") != "scst"]
-    # cross-entropy on 4 captions; SCST on 4 images x 2 samples, and on 2 images x 2 (as many sequences as XE)
-    assert [(r["objective"], r["sequences"]) for r in scst] == [("xe", 4), ("scst", 8), ("scst", 4)]
+    # cross-entropy on 4 captions; SCST on 4 images x 2 samples, at once and in pieces of 2 images (4 sequences)
+    assert [(r["objective"], r["sequences"], r["micro_batch"]) for r in scst] == [
+        ("xe", 4, None), ("scst", 8, None), ("scst", 8, 2)]
+    assert scst[2]["benchmark"] == "scst lstm, 4 images in pieces of 2"
     assert all(r["steps_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in scst) and "rise_over_xe" in scst[1]
     assert [(r["benchmark"].split(",")[0], r.get("path")) for r in rows] == [
         ("train", "cached"), ("train soft_attention", "grid"), ("train updown", "grid"), ("train", "images"),
@@ -62,6 +64,7 @@ def test_speed_options_bucketed_batches_pad_less():
 BAD_BENCHMARK_OPTIONS = [  # (overrides, what the message starts with)
     (["scst.baseline=best"], "scst.baseline='best'"),
     (["scst.samples=1"], "scst.baseline=mean: needs scst.samples >= 2"),  # the mean of the other samples
+    (["scst.micro_batch=0"], "scst.micro_batch=0: expected an integer >= 1"),
     (["scst.decoders=[lstm,updwn]"], "scst.decoders[1]: unknown decoder 'updwn'"),
     (["grid_decoders=[soft]"], "grid_decoders[0]: unknown decoder 'soft'"),
     (["cached_batch_sizes=[0]"], "cached_batch_sizes=[0]"),

@@ -44,6 +44,7 @@ TRAIN_CASES = [
     (["train.grad_clip=nan"], "train.grad_clip", "nan"),
     (["seed=-1"], "seed", "-1"),
     (["train.batch_size=0"], "train.batch_size", "=0"),
+    (["train.micro_batch=0"], "train.micro_batch", "=0"),
     (["train.epochs=0"], "train.epochs", "=0"),
     (["train.max_steps=0"], "train.max_steps", "=0"),
     (["train.bucket_pool=-1"], "train.bucket_pool", "-1"),

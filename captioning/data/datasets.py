@@ -81,7 +81,7 @@ class Clips:
     """Frames (B, T, C, H, W), or per-frame features (B, T, D), with mask (B, T): True where a frame is real.
 
     It has the few tensor methods the training engine calls on a batch input (`to`, `float`,
-    `pin_memory`), so the caption loop, validation and decoding take clips unchanged.
+    `pin_memory`, `index_select`), so the caption loop, validation and decoding take clips unchanged.
     """
     frames: torch.Tensor
     mask: torch.Tensor
@@ -94,6 +94,12 @@ class Clips:
 
     def pin_memory(self) -> "Clips":
         return Clips(self.frames.pin_memory(), self.mask.pin_memory())
+
+    def index_select(self, dim: int, rows: torch.Tensor) -> "Clips":
+        """The clips of `rows` (dim 0 only), like `Tensor.index_select`."""
+        if dim != 0:
+            raise ValueError(f"Clips are indexed along the batch (dim 0), not dim {dim}")
+        return Clips(self.frames.index_select(0, rows), self.mask.index_select(0, rows))
 
     def __len__(self) -> int:
         return self.mask.size(0)

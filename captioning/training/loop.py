@@ -6,6 +6,7 @@ DistributedDataParallel, exact resume, best/last checkpoints, logs and metrics.j
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, load_state
 from captioning.data.sampler import EpochSampler
-from captioning.runtime import autocast, rng_state, set_rng_state, to_device
+from captioning.runtime import autocast, batch_size, rng_state, set_rng_state, split_batch, to_device
 from captioning.training.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable[dict], optimizer: t
                     device: torch.device, loss_fn: LossFn, *, step: int, max_steps: int | None,
                     amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                     grad_clip: float | None = None, scheduler=None, on_step: Callable[[int, float], None] | None = None,
-                    desc: str = "train") -> tuple[int, bool]:
+                    desc: str = "train", micro_batch: int | None = None) -> tuple[int, bool]:
     """Train until the loader is exhausted or `max_steps` is reached; `loss_fn` makes one batch's summed loss.
 
+    micro_batch: run the forward and backward passes on pieces of at most this many examples and take one optimiser
+    step per batch (the same gradient, up to rounding, for the memory of a piece; null: the whole batch at once).
     Returns (step, stopped_early); stopped_early is True when batches of this epoch were left over.
     A per-step `scheduler` steps only when the optimizer did (fp16 skips steps whose gradients overflow).
     """
@@ -57,21 +60,24 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable[dict], optimizer: t
     for batch in progress:
         if max_steps is not None and step >= max_steps:
             return step, True
-        with autocast(device, amp_dtype):
-            total, count = loss_fn(to_device(batch, device))
-        # Mean over the GLOBAL batch's terms: DDP averages gradients over ranks, so scale by the world size.
-        # In one process this is the plain mean; across ranks it equals the one-process loss exactly.
-        all_total, all_count = distributed.sum_all(total.item(), count, device=device)
-        loss = total * distributed.world_size() / all_count
-        if not math.isfinite(all_total):
-            raise FloatingPointError(f"loss became {all_total} at step {step}; lower optim.lr or set train.grad_clip")
-        reported = all_total / all_count
+        batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+        if micro_batch is not None and batch_size(batch) > micro_batch:
+            all_total, all_count = backward_in_pieces(model, optimizer, batch, loss_fn, micro_batch, device=device,
+                                                      amp_dtype=amp_dtype, scaler=scaler)
+            finite_or_raise(all_total, step)
         else:
-            loss.backward()
+            with autocast(device, amp_dtype):
+                total, count = loss_fn(batch)
+            # Mean over the GLOBAL batch's terms: DDP averages gradients over ranks, so scale by the world size.
+            # In one process this is the plain mean; across ranks it equals the one-process loss exactly.
+            all_total, all_count = distributed.sum_all(total.item(), count, device=device)
+            loss = total * distributed.world_size() / all_count
+            finite_or_raise(all_total, step)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        reported = all_total / all_count
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if grad_clip:
             torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
         stepped = True
@@ -89,6 +95,36 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable[dict], optimizer: t
         if on_step is not None:
             on_step(step, reported)
     return step, False
+
+
+def finite_or_raise(total: float, step: int) -> None:
+    if not math.isfinite(total):
+        raise FloatingPointError(f"loss became {total} at step {step}; lower optim.lr or set train.grad_clip")
+
+
+def backward_in_pieces(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict, loss_fn: LossFn,
+                       size: int, *, device: torch.device, amp_dtype: torch.dtype | None,
+                       scaler: torch.amp.GradScaler | None) -> tuple[float, float]:
+    """Accumulate the gradient of the batch's mean loss over pieces of at most `size` examples -> (summed loss,
+    terms) over all ranks. Each piece's summed loss is backpropagated as it comes (its graph is freed before the
+    next piece runs); the number of terms is known only at the end (SCST counts sampled words), so the gradients
+    are divided by it then. Under DDP only the last piece synchronises."""
+    pieces = split_batch(batch, size)
+    local_total, local_count = 0.0, 0
+    for number, piece in enumerate(pieces):
+        last = number == len(pieces) - 1
+        with model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext():
+            with autocast(device, amp_dtype):
+                total, count = loss_fn(piece)
+            scaled = total * distributed.world_size()
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        local_total, local_count = local_total + total.item(), local_count + count
+    all_total, all_count = distributed.sum_all(local_total, local_count, device=device)
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None:
+                parameter.grad.div_(all_count)
+    return all_total, all_count
 
 
 def optimizer_groups(model: torch.nn.Module, pretrained: list[torch.nn.Module], pretrained_lr: float) -> list[dict]:
@@ -172,7 +208,8 @@ def fit(cfg: DictConfig, run: TaskRun, device: torch.device, amp_dtype: torch.dt
                                         lambda batch: run.loss(parallel, batch), step=step, max_steps=max_steps,
                                         amp_dtype=amp_dtype, scaler=scaler, grad_clip=train_cfg.grad_clip,
                                         scheduler=scheduler if per_step_schedule else None, on_step=on_step,
-                                        desc=f"epoch {epoch + 1}/{train_cfg.epochs}")
+                                        desc=f"epoch {epoch + 1}/{train_cfg.epochs}",
+                                        micro_batch=train_cfg.get("micro_batch"))
         if stopped:  # a run stopped mid-epoch keeps (epoch, batch_in_epoch) so a resume continues it
             batch_in_epoch = step - steps_at_epoch_start
         else:

@@ -62,7 +62,7 @@ class SelfCritical:
         self.samples, self.baseline, self.cached = samples, baseline, cached
         self.sampling = {"start": vocab.start, "end": vocab.end, "max_tokens": max_tokens, "samples": samples,
                          "temperature": temperature}
-        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "batches": 0}
+        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "images": 0}
 
     def rewards(self, tokens: torch.Tensor, images: list[int]) -> torch.Tensor:
         """CIDEr-D of each caption against its image's training references, plus bleu_weight x its BLEU-4."""
@@ -80,8 +80,8 @@ class SelfCritical:
         greedy = self.greedy_rewards(batch["input"], images) if self.baseline == "greedy" else None
         baseline = baseline_of(rewards, self.baseline, greedy)
         for key, value in (("reward", rewards.mean()), ("baseline", baseline.mean()), ("entropy", samples.entropy)):
-            self.totals[key] += float(value)
-        self.totals["batches"] += 1
+            self.totals[key] += float(value) * len(images)  # weighted by images: train.micro_batch pieces differ
+        self.totals["images"] += len(images)
         return policy_loss(samples, rewards, baseline)
 
     @torch.no_grad()
@@ -98,9 +98,9 @@ class SelfCritical:
 
     def take_stats(self) -> dict[str, float]:
         """Means since the last call: reward (CIDEr-D of the samples), baseline, entropy (nats per word)."""
-        batches = max(self.totals["batches"], 1)
-        stats = {f"scst_{key}": value / batches for key, value in self.totals.items() if key != "batches"}
-        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "batches": 0}
+        images = max(self.totals["images"], 1)
+        stats = {f"scst_{key}": value / images for key, value in self.totals.items() if key != "images"}
+        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "images": 0}
         return stats
 
 
