@@ -71,6 +71,13 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
     assert sorted(two) == list(range(1, 7))  # rank 0 alone wrote the log: one line per step
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-5), step
+    # each rank's 8 captions in pieces of 3, 3 and 2 (train.micro_batch): only the last piece synchronises, the step
+    # divides by the global number of words, and the update is the one of whole batches
+    run_ddp(base + ["train.max_steps=3", "train.micro_batch=3"], tmp_path / "pieces")
+    pieces = losses(tmp_path / "pieces")
+    assert sorted(pieces) == [1, 2, 3]
+    for step in pieces:
+        assert pieces[step] == pytest.approx(one[step], rel=1e-5), step
     # validation decoded each half of the split on one rank, scored the whole split
     ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     for name in ("loss", "BLEU-4", "CIDEr"):
