@@ -46,6 +46,11 @@ def policy_loss(samples: Samples, rewards: torch.Tensor, baseline: torch.Tensor)
     return total, int(samples.mask.sum())
 
 
+def empty_totals() -> dict[str, float]:
+    """Sums of the sampling statistics, weighted by images (train.micro_batch pieces differ in size), and the images."""
+    return {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "images": 0}
+
+
 class SelfCritical:
     """The self-critical loss of a caption task: `(model or its DDP wrapper, batch) -> (summed loss, counted words)`.
 
@@ -62,7 +67,7 @@ class SelfCritical:
         self.samples, self.baseline, self.cached = samples, baseline, cached
         self.sampling = {"start": vocab.start, "end": vocab.end, "max_tokens": max_tokens, "samples": samples,
                          "temperature": temperature}
-        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "images": 0}
+        self.totals = empty_totals()
 
     def rewards(self, tokens: torch.Tensor, images: list[int]) -> torch.Tensor:
         """CIDEr-D of each caption against its image's training references, plus bleu_weight x its BLEU-4."""
@@ -80,7 +85,7 @@ class SelfCritical:
         greedy = self.greedy_rewards(batch["input"], images) if self.baseline == "greedy" else None
         baseline = baseline_of(rewards, self.baseline, greedy)
         for key, value in (("reward", rewards.mean()), ("baseline", baseline.mean()), ("entropy", samples.entropy)):
-            self.totals[key] += float(value) * len(images)  # weighted by images: train.micro_batch pieces differ
+            self.totals[key] += float(value) * len(images)
         self.totals["images"] += len(images)
         return policy_loss(samples, rewards, baseline)
 
@@ -100,7 +105,7 @@ class SelfCritical:
         """Means since the last call: reward (CIDEr-D of the samples), baseline, entropy (nats per word)."""
         images = max(self.totals["images"], 1)
         stats = {f"scst_{key}": value / images for key, value in self.totals.items() if key != "images"}
-        self.totals = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "images": 0}
+        self.totals = empty_totals()
         return stats
 
 
