@@ -1,6 +1,7 @@
 """The option tables: every key of conf/train.yaml (every task and data group), conf/evaluate.yaml,
-conf/caption.yaml, conf/extract_features.yaml, conf/export.yaml, conf/demo.yaml and the benchmarks' configs with its
-type or closed set of values. `captioning.options.check_options` checks a composed config against `SCHEMAS[command]`.
+conf/caption.yaml, conf/extract_features.yaml, conf/pack_region_features.yaml, conf/export.yaml, conf/demo.yaml and
+the benchmarks' configs with its type or closed set of values. `captioning.options.check_options` checks a composed
+config against `SCHEMAS[command]`.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ DATA = {  # conf/common/data_options.yaml and the data groups (conf/data/*.yaml)
     "data.augment.color_jitter": number(low=0),
     "data.features": path(null=True),
     "data.extract_features": BOOL,
+    "data.features_in_memory": one_of("auto", True, False),
     "data.num_workers": integer(0),
     "data.pin_memory": one_of("auto", True, False),
     "data.frames": integer(1),                                            # clip data
@@ -133,6 +135,10 @@ EXTRACT = {  # conf/extract_features.yaml (model.encoder: its registry)
     "amp": AMP, "dtype": one_of("float16", "float32"),
     "store_grid": BOOL, "decode_on_device": one_of("auto", True, False),
 }
+PACK_REGIONS = {  # conf/pack_region_features.yaml (data: optional, the source whose image ids are checked)
+    "input": path(), "output": path(), "pooled": path(null=True), "boxes": path(null=True),
+    "dtype": one_of("float16", "float32"), "overwrite": BOOL,
+}
 EXPORT = {"checkpoint": existing_file(), "output": path(), "opset": integer(14, 21), "overwrite": BOOL}  # conf/export.yaml
 
 DEMO = {  # conf/demo.yaml
@@ -161,6 +167,14 @@ BENCHMARK_DECODING = {  # conf/benchmark_decoding.yaml (and its decode group)
     "seconds": number(above=0), "repeats": integer(1), "loop": BOOL, "output": path(null=True),
 }
 
+SCALE = {  # conf/scale.yaml (python -m benchmarks.scale); decoder names: their registry
+    "scale": number(above=0), "scratch": path(), "decoders": list_of(text(), "decoder names"),
+    "paths": list_of(one_of("streamed", "in_memory"), "streamed | in_memory"), "batch_size": integer(1),
+    "steps": integer(1), "warmup": integer(0), "hidden_size": integer(1), "width": integer(1), "cells": integer(1),
+    "max_words": integer(1), "min_count": integer(1), "reward_captions": integer(1),
+    "regions": Option("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1), "java": JAVA,
+    "threads": integer(1), "output": path(null=True),
+}
 COMPARE = {  # conf/compare.yaml
     "base": any_of(path(), list_of(path(), "paths")), "other": any_of(path(), list_of(path(), "paths")),
     "metric": one_of(*MEAN_METRICS), "samples": integer(100),
@@ -169,8 +183,9 @@ COMPARE = {  # conf/compare.yaml
 }
 
 SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA, **DECODE},
-           "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA}, "export": EXPORT,
-           "demo": DEMO, "benchmark": BENCHMARK, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE},
+           "caption": {**CAPTION, **DECODE}, "extract": {**EXTRACT, **DATA},
+           "pack_regions": {**PACK_REGIONS, **DATA}, "export": EXPORT,
+           "demo": DEMO, "benchmark": BENCHMARK, "scale": SCALE, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE},
            "compare": COMPARE}
 DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device", "demo": "device",
               "benchmark": "device", "benchmark_decoding": "device"}

@@ -91,10 +91,18 @@ def check_benchmark(cfg: DictConfig) -> None:
     check_scst_samples(cfg.scst, "scst")
 
 
+def check_scale(cfg: DictConfig) -> None:
+    """The scale rehearsal's decoders against their registry."""
+    from captioning.models.decoders import DECODERS
+
+    for index, name in enumerate(value_of(cfg, "decoders")):
+        DECODERS.get(name, f"decoders[{index}]")
+
+
 RULES = {"train": (check_decode, check_source),  # the task-dependent checks: captioning.tasks.check_task
          "evaluate": (check_decode, check_source),
-         "caption": (check_decode,), "extract": (check_encoder, check_source),
-         "benchmark": (check_benchmark,), "benchmark_decoding": (check_decode, check_source)}
+         "caption": (check_decode,), "extract": (check_encoder, check_source), "pack_regions": (check_source,),
+         "benchmark": (check_benchmark,), "scale": (check_scale,), "benchmark_decoding": (check_decode, check_source)}
 
 
 # ---------------------------------------------------------------- the check

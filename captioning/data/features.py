@@ -21,9 +21,19 @@ from tqdm import tqdm
 
 from captioning.data.datasets import Clips, ImageLoader
 from captioning.data.device_decode import DevicePreprocess, JpegBytes, stack_items
+from captioning.data.feature_rows import StoreRows
 from captioning.data.records import CaptionRecord, DataError, first_items
-from captioning.data.store_files import (array_shapes, check_arrays, checksums, no_space, read_header, read_index,
-                                         reserve, write_json)
+from captioning.data.regions import read_regions
+from captioning.data.store_files import (
+    array_shapes,
+    check_arrays,
+    checksums,
+    no_space,
+    read_header,
+    read_index,
+    reserve,
+    write_json,
+)
 from captioning.data.transforms import build_transform
 from captioning.runtime import autocast
 
@@ -233,14 +243,26 @@ class FeatureStore:
             raise DataError(f"{self.path}: {len(missing)} images are not in the feature store: ids {first_items(missing)}")
         return np.array([self.row[str(record.image_id)] for record in records])
 
+    def reader(self, records: list[CaptionRecord], grid: bool = False) -> StoreRows:
+        """These records' features read from the store's memory maps as batches ask for them (row i: record i)."""
+        rows = self.rows(records)
+        if not grid:
+            return StoreRows(self.features, rows)
+        if self.header.get("regions"):  # a variable number of regions per image: padded per batch, with a mask
+            return StoreRows(self.features, rows, *read_regions(self.path, self.header))
+        return StoreRows(self.features, rows, self.grid())
+
+    def grid(self) -> np.ndarray:
+        if self.header["grid"] is None:
+            raise DataError(f"{self.path}: this decoder attends over feature grids and the store has none; "
+                            "extract a store with grids (store_grid=true) into another folder")
+        return np.load(self.path / "grid.npy", mmap_mode="r")
+
     def table(self, records: list[CaptionRecord], grid: bool = False) -> dict[str, torch.Tensor]:
         """The features of these records, in their order: {"pooled": float32 (N, D)}, and with `grid` also
         {"grid": (N, h * w, C)} in the store's dtype (float16 halves the memory; batches are cast as they are used)."""
         rows = self.rows(records)
         table = {"pooled": torch.from_numpy(self.features[rows].astype(np.float32))}
         if grid:
-            if self.header["grid"] is None:
-                raise DataError(f"{self.path}: this decoder attends over feature grids and the store has none; "
-                                "extract a store with grids (store_grid=true) into another folder")
-            table["grid"] = torch.from_numpy(np.ascontiguousarray(np.load(self.path / "grid.npy", mmap_mode="r")[rows]))
+            table["grid"] = torch.from_numpy(np.ascontiguousarray(self.grid()[rows]))
         return table

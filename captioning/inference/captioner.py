@@ -9,11 +9,16 @@ from typing import Any, Sequence
 import torch
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.data.feature_rows import StoreRows
 from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
 from captioning.data.transforms import build_transform
 from captioning.decoding import beam_search, diverse_beam_search, sample
 from captioning.inference.ensemble import EnsembleModel, check_members
-from captioning.models.captioner import CaptionModel, build_caption_model, check_model_spec
+from captioning.models.captioner import (
+    CaptionModel,
+    build_caption_model,
+    check_model_spec,
+)
 from captioning.models.memory import Features
 from captioning.registry import SpecError
 from captioning.runtime import resolve_device
@@ -67,7 +72,7 @@ class Captioner:
         self.preprocess = preprocess
         self.max_words = max_words
         self.inputs = inputs or ImageInputs()
-        self.transform = build_transform(preprocess)
+        self.transform = build_transform(preprocess) if preprocess is not None else None  # None: precomputed regions
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto") -> "Captioner":
@@ -104,6 +109,9 @@ class Captioner:
 
     def read(self, item: Any) -> Any:
         """One image (path, PIL image, tensor) or clip (frame folder, video file) -> model input."""
+        if self.transform is None:
+            raise ValueError("this model reads precomputed region features and has no image encoder: it captions "
+                             "the images of a region store (evaluate.py data.features=STORE), not image files")
         return self.inputs.read(item, self.transform)
 
     @torch.no_grad()
@@ -173,6 +181,14 @@ class Captioner:
         weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
         lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]
         return [w[:n].float().cpu() for w, n in zip(weights, lengths)]
+
+    def caption_rows(self, rows: StoreRows, *, batch_size: int = 32, **decode) -> list[Caption]:
+        """One Caption per record of a feature store's `rows` (`FeatureStore.reader`), read a batch at a time."""
+        captions = []
+        for first in range(0, len(rows), batch_size):
+            batch = rows.read(torch.arange(first, min(first + batch_size, len(rows))))
+            captions += self.to_captions(*self.decode_features(batch, **decode))
+        return captions
 
     def caption(self, items: Any | Sequence[Any], *, batch_size: int = 32, return_attention: bool = False,
                 **decode) -> Caption | list[Caption]:

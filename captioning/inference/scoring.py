@@ -6,10 +6,18 @@ import time
 from pathlib import Path
 
 from captioning.checkpoint import load_checkpoint
+from captioning.data.feature_rows import StoreRows
+from captioning.data.features import FeatureStore
 from captioning.data.records import DataError, check_inputs, clean_captions
 from captioning.data.sources import read_source
-from captioning.evaluation.report import (claim_outputs, evaluation_id, format_table, score_captions, sha256_of,
-                                          write_outputs)
+from captioning.evaluation.report import (
+    claim_outputs,
+    evaluation_id,
+    format_table,
+    score_captions,
+    sha256_of,
+    write_outputs,
+)
 from captioning.evaluation.results import write_results
 from captioning.inference.captioner import Captioner
 
@@ -32,14 +40,27 @@ def read_split(payload: dict, path: str | Path, split: str, data: dict | None, l
     return data, records
 
 
+def store_rows(captioner: Captioner, features: str | None, records: list, checkpoint: str | Path) -> StoreRows | None:
+    """The records' rows of the region store that a model of precomputed regions reads (None for other models)."""
+    if captioner.preprocess is not None:
+        return None
+    if not features:
+        raise DataError(f"{checkpoint}: a model of precomputed region features; give the region store that holds "
+                        "this split's images with data.features=STORE")
+    store = FeatureStore(features)
+    store.check_encoder(captioner.model.encoder)
+    return store.reader(records, grid=captioner.model.decoder.uses_grid)
+
+
 def evaluate_checkpoints(checkpoint: str | Path | list, *, task: str, split: str, data: dict | None, decode: dict,
                          output_dir: str | Path, device: str = "auto", batch_size: int = 64,
                          max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto",
-                         meteor: str = "required", overwrite: bool = False) -> dict:
+                         meteor: str = "required", overwrite: bool = False, features: str | None = None) -> dict:
     """Caption every input of `split` (decoding per `decode`) with one `task` checkpoint, or a list of them (an
     ensemble: the data source is the first member's), and score it with the COCO caption metrics.
 
     Writes `results.json` (COCO results format), `metrics.json` and `per_image.csv` into `output_dir`.
+    A model of precomputed region features captions the split's rows of the region store `features`.
     """
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     loaded = [(load_checkpoint(path, expect_task=task), path) for path in paths]
@@ -51,12 +72,15 @@ def evaluate_checkpoints(checkpoint: str | Path | list, *, task: str, split: str
     data, records = read_split(loaded[0][0], paths[0], split, data, max_items)
     records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
     kind = captioner.inputs.kind
-    records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")
+    rows = store_rows(captioner, features, records, paths[0])
+    if rows is None:
+        records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")
     # Only the best caption is scored; an unset max_words means the training cap, recorded as such.
     decode = {**decode, "n_best": 1, "max_words": captioner.max_words if decode.get("max_words") is None
               else decode["max_words"]}
     start = time.perf_counter()
-    captions = captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode)
+    captions = (captioner.caption_rows(rows, batch_size=batch_size, **decode) if rows is not None else
+                captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode))
     hypotheses = {record.image_id: caption.caption for record, caption in zip(records, captions)}
     decode_seconds = time.perf_counter() - start
     references = {record.image_id: record.captions for record in records}

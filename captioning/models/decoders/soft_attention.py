@@ -4,15 +4,21 @@ At each step the previous hidden state attends over the N grid cells; the contex
 the gate beta = sigmoid(f_beta(h)), joins the word embedding as the LSTM's input. The LSTM starts from
 the mean of the grid. Training adds the doubly stochastic penalty lambda * sum_i (1 - sum_t alpha_ti)^2,
 which asks every cell to receive attention over the caption as a whole (training mode only: validation
-losses stay plain cross-entropy, comparable with every other decoder's).
+losses stay plain cross-entropy, comparable with every other decoder's). In a padded batch of region
+features the mean and the penalty count only each image's real regions.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from captioning.models.decoders.attend import (AdditiveAttention, GridAttentionDecoder, GridState, coverage_penalty,
-                                                 grid_of)
+from captioning.models.decoders.attend import (
+    AdditiveAttention,
+    GridAttentionDecoder,
+    GridState,
+    coverage_penalty,
+    masked_grid,
+)
 from captioning.models.decoders.base import DECODERS, summed_cross_entropy
 from captioning.models.memory import Features
 
@@ -40,16 +46,19 @@ class SoftAttentionDecoder(GridAttentionDecoder):
         self.project = nn.Linear(hidden_size, vocab_size)
 
     def init_state(self, memory: Features) -> GridState:
-        grid = grid_of(memory)
-        mean = grid.mean(dim=1)
+        grid, mask = masked_grid(memory)  # padded cells are zeros: their sum adds nothing
+        if mask is None:
+            mean = grid.mean(dim=1)
+        else:
+            mean = grid.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(grid.dtype)
         h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
-        return GridState((h, c), (grid, self.attention.keys(grid)))
+        return GridState((h, c), (grid, self.attention.keys(grid)), mask=mask)
 
     def advance(self, words: torch.Tensor, state: GridState) -> tuple[torch.Tensor, torch.Tensor, GridState]:
         """Embedded words (R, E) -> the new hidden state (R, H), this step's attention weights (R, N), the state."""
         h, c = state.recurrent
         grid, keys = state.rows_memory()
-        context, weights = self.attention(grid, keys, h)
+        context, weights = self.attention(grid, keys, h, state.rows_mask())
         if self.gate is not None:
             context = torch.sigmoid(self.gate(h)) * context
         h, c = self.cell(torch.cat([words, context], dim=1), (h, c))
@@ -59,5 +68,6 @@ class SoftAttentionDecoder(GridAttentionDecoder):
         hidden, weights = self.teacher_forced(memory, tokens)  # one pass gives the logits and the penalty
         total, count = summed_cross_entropy(self.logits_at_targets(hidden, tokens), tokens)
         if self.training and self.doubly_stochastic > 0:
-            total = total + self.doubly_stochastic * coverage_penalty(weights, tokens[:, 1:])
+            penalty = coverage_penalty(weights, tokens[:, 1:], getattr(memory, "mask", None))
+            total = total + self.doubly_stochastic * penalty
         return total, count

@@ -2,8 +2,9 @@
 
 Per word: the attention LSTM reads [language LSTM's last h, the pooled image vector, the previous
 word]; its hidden state attends over the grid cells (embedded to `hidden_size`); the language LSTM
-reads [attended context, attention LSTM's h] and predicts the word. Both LSTMs start at zero. Here the
-"bottom-up" regions are the CNN grid cells and the global feature is the encoder's pooled vector.
+reads [attended context, attention LSTM's h] and predicts the word. Both LSTMs start at zero. The
+"bottom-up" regions are the CNN grid cells, or precomputed region features (padded regions get no
+attention), and the global feature is the memory's pooled vector.
 
 The pooled vector is the same at every step, so its share of the attention LSTM's gates, W_pooled x
 (4H x D: 1280 of the 2304 input columns with EfficientNet-Lite0), is computed once per image by
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from captioning.models.decoders.attend import AdditiveAttention, GridAttentionDecoder, GridState, grid_of
+from captioning.models.decoders.attend import AdditiveAttention, GridAttentionDecoder, GridState, masked_grid
 from captioning.models.decoders.base import DECODERS
 from captioning.models.memory import Features
 
@@ -54,10 +55,11 @@ class UpDownDecoder(GridAttentionDecoder):
         self.project = nn.Linear(hidden_size, vocab_size)
 
     def init_state(self, memory: Features) -> GridState:
-        grid = self.dropout(self.grid_embed(grid_of(memory)))  # (B, N, H)
+        grid, mask = masked_grid(memory)
+        grid = self.dropout(self.grid_embed(grid))  # (B, N, H)
         zeros = grid.new_zeros(grid.size(0), self.hidden_size)
         pooled_gates = self.attend_pooled(memory.pooled.to(grid.dtype))  # (B, 4H), the same at every step
-        return GridState((zeros, zeros, zeros, zeros), (grid, self.attention.keys(grid), pooled_gates))
+        return GridState((zeros, zeros, zeros, zeros), (grid, self.attention.keys(grid), pooled_gates), mask=mask)
 
     def advance(self, words: torch.Tensor, state: GridState) -> tuple[torch.Tensor, torch.Tensor, GridState]:
         """Embedded words (R, E) -> the language LSTM's hidden state (R, H), attention weights (R, N), the state."""
@@ -67,7 +69,7 @@ class UpDownDecoder(GridAttentionDecoder):
         gates = (pooled_gates + F.linear(torch.cat([h_lang, words], dim=1), cell.weight_ih, cell.bias_ih)
                  + F.linear(h_att, cell.weight_hh, cell.bias_hh))
         h_att, c_att = lstm_update(gates, c_att)
-        context, weights = self.attention(grid, keys, h_att)
+        context, weights = self.attention(grid, keys, h_att, state.rows_mask())
         h_lang, c_lang = self.language_lstm(torch.cat([context, self.dropout(h_att)], dim=1), (h_lang, c_lang))
         return h_lang, weights, state.advance((h_att, c_att, h_lang, c_lang))
 
