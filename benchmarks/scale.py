@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 from benchmarks import scale_data, scale_measure
 from benchmarks.devices import device_name
 from captioning.cli import reports_errors
+from captioning.data.regions import pack_region_features
 from captioning.options import check_options
 
 COLUMNS = ("scale", "images", "captions", "decoder", "path", "startup_s", "peak_rss_gb", "peak_anon_gb", "step_s",
@@ -30,9 +33,8 @@ COLUMNS = ("scale", "images", "captions", "decoder", "path", "startup_s", "peak_
 
 def in_process(function, **kwargs) -> dict:
     """`function(**kwargs)` in a fresh process (its own peak memory); its error is raised here."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(function, kwds=kwargs)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, **kwargs).result()
 
 
 def prepare(folder: Path, cfg: DictConfig) -> dict:
@@ -61,14 +63,34 @@ def prepare(folder: Path, cfg: DictConfig) -> dict:
     return info
 
 
+def prepare_regions(folder: Path, cfg: DictConfig, info: dict) -> dict:
+    """A region-feature folder of `cfg.regions` of the images (K from 10 to 100), packed by the converter; timed."""
+    if not cfg.regions or "pack_s" in info:
+        return info
+    ids = [str(i) for i in range(round(sum(info["sizes"].values()) * cfg.regions))]
+    for leftover in (folder / "regions" / "att", folder / "regions" / "store"):
+        if leftover.exists():
+            shutil.rmtree(leftover)  # an interrupted preparation of ours
+    start = time.perf_counter()
+    written = scale_data.write_region_folder(folder / "regions" / "att", ids, cfg.width)
+    write_s, start = time.perf_counter() - start, time.perf_counter()
+    pack_region_features(folder / "regions" / "att", folder / "regions" / "store")
+    pack_s = time.perf_counter() - start
+    info = {**info, "region_images": len(ids), "region_folder_gb": round(written / 1e9, 2),
+            "region_write_s": round(write_s, 1), "pack_s": round(pack_s, 1),
+            "pack_images_per_s": round(len(ids) / pack_s, 1)}
+    (folder / "prepared.json").write_text(json.dumps(info))
+    return info
+
+
 def run(cfg: DictConfig) -> list[dict]:
     scratch = Path(cfg.scratch).expanduser()
     folder = scratch / f"scale-{cfg.scale:g}"
-    info = prepare(folder, cfg)
+    info = prepare_regions(folder, cfg, prepare(folder, cfg))
     torch.set_num_threads(cfg.threads)
     common = {"scale": cfg.scale, "machine": f"{device_name(torch.device('cpu'))}, {os.cpu_count()} cores",
               "date": date.today().isoformat(),
-              "store_gb": info["store_gb"]}
+              **{key: value for key, value in info.items() if key != "sizes"}}
     scores = in_process(scale_measure.scoring_row, folder=str(folder), java=cfg.java,
                         reward_captions=cfg.reward_captions, threads=cfg.threads)
     rows = []
@@ -76,7 +98,8 @@ def run(cfg: DictConfig) -> list[dict]:
         for path in cfg.paths:
             row = in_process(scale_measure.training_row, folder=str(folder), decoder=decoder, path=path,
                              batch_size=cfg.batch_size, steps=cfg.steps, warmup=cfg.warmup, hidden=cfg.hidden_size,
-                             max_words=cfg.max_words, min_count=cfg.min_count, threads=cfg.threads)
+                             max_words=cfg.max_words, min_count=cfg.min_count, threads=cfg.threads,
+                             device=cfg.device)
             rows.append({**common, **row, "score_s": scores["score_s"],
                          "reward_captions_per_s": scores["reward_captions_per_s"], "scoring": scores})
             print(format_row(rows[-1]), flush=True)

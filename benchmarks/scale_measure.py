@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.devices import device_name, synchronize
 from captioning.data.datasets import CaptionDataset, collate
 from captioning.data.feature_rows import StoreRows, placement
 from captioning.data.features import FeatureStore
@@ -27,6 +28,7 @@ from captioning.evaluation.cider_d import CiderD
 from captioning.evaluation.coco import coco_scores
 from captioning.models.captioner import build_caption_model
 from captioning.models.memory import Features
+from captioning.runtime import resolve_device
 from captioning.training.loop import train_one_epoch
 from captioning.training.validation import greedy_captions
 from captioning.vocab import Vocabulary, tokenize
@@ -74,9 +76,9 @@ def quiet(threads: int) -> None:
 
 
 def training_row(folder: str, decoder: str, path: str, *, batch_size: int, steps: int, warmup: int, hidden: int,
-                 max_words: int, min_count: int, threads: int) -> dict:
+                 max_words: int, min_count: int, threads: int, device: str = "cpu") -> dict:
     quiet(threads)
-    folder, device, watch = Path(folder), torch.device("cpu"), MemoryWatch()
+    folder, device, watch = Path(folder), resolve_device(device), MemoryWatch()
     start = time.perf_counter()
     splits = load_splits(karpathy_data(folder))
     vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), min_count)
@@ -113,17 +115,20 @@ def training_row(folder: str, decoder: str, path: str, *, batch_size: int, steps
         return model(batch["input"], batch["tokens"], True)
 
     train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=warmup, grad_clip=5.0)
+    synchronize(device)
     start = time.perf_counter()
     train_one_epoch(model, loader, optimizer, device, loss_fn, step=0, max_steps=steps, grad_clip=5.0)
-    row["step_s"] = round((time.perf_counter() - start) / steps, 3)
+    synchronize(device)
+    row["step_s"] = round((time.perf_counter() - start) / steps, 4)
     row["captions_per_s"] = round(batch_size / row["step_s"], 1)
 
     val = DataLoader(datasets["val"], batch_size=batch_size, sampler=[(i, 0) for i in range(len(datasets["val"]))],
                      collate_fn=collate)
     start = time.perf_counter()
     captions = greedy_captions(model, val, vocab, device, cached=True, max_tokens=max_words + 1, desc="greedy val")
+    synchronize(device)
     row["val_greedy_s"], row["val_images"] = round(time.perf_counter() - start, 1), len(captions)
-    return {**row, "placement": where.reason, **watch.peaks()}
+    return {**row, "placement": where.reason, "device": device_name(device), **watch.peaks()}
 
 
 def scoring_row(folder: str, *, java: str, reward_captions: int, threads: int) -> dict:

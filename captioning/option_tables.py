@@ -173,7 +173,7 @@ SCALE = {  # conf/scale.yaml (python -m benchmarks.scale); decoder names: their 
     "steps": integer(1), "warmup": integer(0), "hidden_size": integer(1), "width": integer(1), "cells": integer(1),
     "max_words": integer(1), "min_count": integer(1), "reward_captions": integer(1),
     "regions": Option("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1), "java": JAVA,
-    "threads": integer(1), "output": path(null=True),
+    "threads": integer(1), "output": path(null=True), "device": DEVICE,
 }
 COMPARE = {  # conf/compare.yaml
     "base": any_of(path(), list_of(path(), "paths")), "other": any_of(path(), list_of(path(), "paths")),
@@ -188,4 +188,4 @@ SCHEMAS = {"train": {**TRAIN, **DATA, **DECODE}, "evaluate": {**EVALUATE, **DATA
            "demo": DEMO, "benchmark": BENCHMARK, "scale": SCALE, "benchmark_decoding": {**BENCHMARK_DECODING, **DATA, **DECODE},
            "compare": COMPARE}
 DEVICE_KEY = {"train": "train.device", "evaluate": "device", "caption": "device", "extract": "device", "demo": "device",
-              "benchmark": "device", "benchmark_decoding": "device"}
+              "benchmark": "device", "benchmark_decoding": "device", "scale": "device"}

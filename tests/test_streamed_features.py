@@ -212,3 +212,34 @@ def test_training_from_region_features_needs_no_encoder_and_evaluates_from_the_s
     captioner = Captioner.from_checkpoint(tmp_path / "memory" / "checkpoints" / "best.pt", device="cpu")
     with pytest.raises(ValueError, match="reads precomputed region features and has no image encoder"):
         captioner.caption(str(synthetic_root / "missing.png"))
+
+
+def test_each_process_reads_only_the_rows_of_its_own_shard(tmp_path):
+    records = records_of(12, tmp_path)
+    store = FeatureStore(write_store(tmp_path / "store", {"encoder": "test", "weights": "w", "preprocess": None,
+                                                          "dim": 4, "grid_size": None}, [str(i) for i in range(12)],
+                                     GRID))
+    tokens = [[torch.tensor([1, 5, 2])] * len(r.captions) for r in records]
+    read = {}
+    for rank in (0, 1):
+        rows = store.reader(records, grid=True)
+        seen = read.setdefault(rank, [])
+        original = rows.read
+        rows.read = lambda index, seen=seen, original=original: seen.extend(index.tolist()) or original(index)
+        sampler = EpochSampler([len(r.captions) for r in records], "random_caption", seed=1, batch_size=4, rank=rank,
+                               world_size=2)
+        batches = list(TensorBatches(rows, tokens, sampler, 2, torch.device("cpu")))
+        assert sorted(seen) == sorted(i for batch in batches for i in batch["index"].tolist())
+        assert seen == [index for index, _ in sampler]
+    assert not set(read[0]) & set(read[1]) and sorted(read[0] + read[1]) == list(range(12))
+
+
+def test_self_critical_training_runs_from_a_streamed_store(tmp_path, synthetic_root, lite0_store):
+    overrides = overrides_for(synthetic_root, lite0_store, "updown")
+    train(compose_train(overrides + ["data.features_in_memory=true"], tmp_path / "xe"))
+    scst = overrides + ["train.objective=scst", f"train.init_from={tmp_path / 'xe' / 'checkpoints' / 'best.pt'}",
+                        "train.scst.samples=2", "train.max_steps=2"]
+    train(compose_train(scst + ["data.features_in_memory=true"], tmp_path / "memory"))
+    train(compose_train(scst + ["data.features_in_memory=false"], tmp_path / "streamed"))
+    assert len(step_losses(tmp_path / "memory")) == 2
+    assert step_losses(tmp_path / "memory") == step_losses(tmp_path / "streamed")

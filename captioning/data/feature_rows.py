@@ -156,26 +156,25 @@ def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop, done = threading.Event(), object()
 
+    def offer(item: Any) -> bool:
+        """Put `item` in the queue unless the consumer stops first; -> whether it went in."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
             item = done
         except BaseException as error:  # noqa: B036 - handed to the consumer, which raises it
             item = error
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        offer(item)
 
     thread = threading.Thread(target=produce, name="feature-prefetch", daemon=True)
     thread.start()
