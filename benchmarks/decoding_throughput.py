@@ -14,12 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.devices import device_name, peak_memory_mib, reset_peak, synchronize
+from captioning.data.batches import Features
 from captioning.data.inputs import ImageInputs
 from captioning.data.sources import read_source
 from captioning.decoding import Decoder
 from captioning.inference.captioner import Captioner
 from captioning.inference.paths import chunks
-from captioning.models.memory import Features
 
 
 @torch.no_grad()
@@ -109,11 +109,11 @@ def benchmark(cfg: DictConfig) -> dict:
 
     rows = []
     for beam_size in cfg.beam_sizes:
-        def one_by_one(feature: torch.Tensor) -> int:  # feature (1, D)
+        def one_by_one(feature: torch.Tensor, beam_size: int = beam_size) -> int:  # feature (1, D)
             tutorial_beam_search(decoder, Features(feature), vocab.start, vocab.end, beam_size, max_tokens)
             return 1
 
-        def batched(batch: torch.Tensor) -> int:  # batch (b, D)
+        def batched(batch: torch.Tensor, beam_size: int = beam_size) -> int:  # batch (b, D)
             captioner.decode_features(batch, **{**decode, "beam_size": beam_size, "n_best": 1})
             return len(batch)
 

@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from benchmarks import scale_data, scale_measure
 from benchmarks.devices import device_name
 from captioning.cli import reports_errors
+from captioning.config import check_options
 from captioning.data.regions import pack_region_features
-from captioning.options import check_options
 
 COLUMNS = ("scale", "images", "captions", "decoder", "path", "startup_s", "peak_rss_gb", "peak_anon_gb", "step_s",
            "batch_size", "val_greedy_s", "score_s", "reward_captions_per_s")

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.devices import device_name, synchronize
+from captioning.data.batches import Features
 from captioning.data.datasets import CaptionDataset, collate
 from captioning.data.feature_rows import StoreRows, placement
 from captioning.data.features import FeatureStore
@@ -26,9 +27,8 @@ from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
 from captioning.evaluation.cider_d import CiderD
 from captioning.evaluation.coco import coco_scores
-from captioning.models.captioner import build_caption_model
-from captioning.models.memory import Features
-from captioning.runtime import resolve_device
+from captioning.execution import resolve_device
+from captioning.models.caption_model import build_caption_model
 from captioning.training.loop import train_one_epoch
 from captioning.training.validation import greedy_captions
 from captioning.vocab import Vocabulary, tokenize

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.devices import device_name, peak_memory_mib, reset_peak, synchronize
+from benchmarks.fakes import fake_records, fake_vocab, make_model
+from captioning.data.batches import Features
 from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
 from captioning.evaluation.cider_d import CiderD
-from captioning.models.memory import Features
 from captioning.training.loop import train_one_epoch
 from captioning.training.scst import SelfCritical
 
@@ -47,8 +48,6 @@ def time_objective(objective: str, decoder: str, options: dict, batch: int, micr
     """Train `steps` steps of `objective` (xe | scst) with `decoder` on random cached features of the benchmark's
     encoder shape, `batch` captions (xe) or images (scst, each sampled `samples` times) per step, in pieces of
     `micro_batch` (None: whole batches); -> steps/s, sequences/s, peak memory and its rise over the set-up."""
-    from benchmarks.training_throughput import fake_records, fake_vocab, make_model
-
     torch.manual_seed(0)
     device = torch.device(options["device"])
     vocab = fake_vocab(options["vocab_size"])

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.devices import device_name, synchronize  # noqa: E402
-from captioning.data.sampler import EpochSampler  # noqa: E402
-from captioning.models.decoders.lstm import LSTMDecoder  # noqa: E402
-from captioning.models.encoders import efficientnet_lite0_imagenet  # noqa: E402
-from captioning.models.memory import Features  # noqa: E402
-from captioning.training.loop import train_one_epoch  # noqa: E402
+from benchmarks.devices import device_name, synchronize
+from captioning.data.batches import Features
+from captioning.data.sampler import EpochSampler
+from captioning.models.decoders.lstm import LSTMDecoder
+from captioning.models.encoders import efficientnet_lite0_imagenet
+from captioning.training.loop import train_one_epoch
 
 VOCAB, HIDDEN, FEATURES, BATCH = 10_000, 512, 1280, 64
 

@@ -13,18 +13,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.devices import device_name, peak_memory_mib, reset_peak, synchronize
+from benchmarks.fakes import fake_records, fake_vocab, make_model
+from captioning.data.batches import Features
 from captioning.data.datasets import CaptionDataset, ImageLoader, collate
 from captioning.data.device_decode import DevicePreprocess, JpegBytes, stack_items
 from captioning.data.records import CaptionRecord
 from captioning.data.sampler import EpochSampler
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import build_transform
-from captioning.models.captioner import CaptionModel, build_caption_model, build_encoder
-from captioning.models.memory import Features
+from captioning.execution import resolve_amp, resolve_device
+from captioning.models.caption_model import CaptionModel, build_encoder
 from captioning.registry import plain
-from captioning.runtime import resolve_amp, resolve_device
 from captioning.training.loop import train_one_epoch
-from captioning.vocab import SPECIALS, Vocabulary
+from captioning.vocab import Vocabulary
 
 
 class Indexed(torch.utils.data.Dataset):
@@ -36,18 +37,6 @@ class Indexed(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> object:
         return self.load(index)
-
-
-def fake_vocab(size: int) -> Vocabulary:
-    return Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(size - len(SPECIALS))])
-
-
-def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[CaptionRecord]:
-    """Records with 5 random captions of 8-16 words each (a COCO-like length distribution)."""
-    rng = np.random.default_rng(seed)
-    words = vocab.itos[len(SPECIALS):]
-    return [CaptionRecord(i, path, "train", [" ".join(rng.choice(words, rng.integers(8, 17))) for _ in range(5)])
-            for i, path in enumerate(paths)]
 
 
 def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | Features | None, batch_size: int,
@@ -113,15 +102,6 @@ def time_extraction(encoder: torch.nn.Module, batches: Callable[[], Iterable], *
             "peak_memory_mb": peak_memory_mib(device)}
 
 
-def make_model(encoder_spec: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device,
-               decoder: str = "lstm") -> CaptionModel:
-    """The registered encoder `encoder_spec` ({name, ...}) and a registered decoder (the Show and Tell LSTM by
-    default) of embedding and state size `hidden` (attention decoders: attention size too)."""
-    sizes = {"embed_size": hidden, "hidden_size": hidden, **({"attention_size": hidden} if decoder != "lstm" else {})}
-    spec = {"encoder": {**encoder_spec, "trainable": trainable}, "decoder": {"name": decoder, **sizes}}
-    return build_caption_model(spec, vocab_size, where="benchmark").to(device)
-
-
 def image_paths(image_dir: str | Path | None, count: int, tmp: Path) -> list[Path]:
     """Real JPEGs from `image_dir` when given, else random 320x240 JPEGs written to `tmp`."""
     if image_dir and Path(image_dir).is_dir():
@@ -185,13 +165,13 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         if extract_cfg.source == "memory":  # model-side throughput: one random batch already on the device
             batch = torch.randn(extract_cfg.batch_size, 3, size, size, device=device)
             repeats = max(extract_cfg.images // extract_cfg.batch_size, 1)
-            batches = lambda: (batch for _ in range(repeats))  # noqa: E731
+            batches = lambda batch=batch, repeats=repeats: (batch for _ in range(repeats))  # noqa: E731
         elif extract_cfg.source == "device":  # end to end, JPEGs read by workers and decoded in batches on the device
             load = JpegBytes(records[: extract_cfg.images], transform)
             prepare = DevicePreprocess(encoder.preprocess, load.cpu)
             loader = DataLoader(Indexed(load, len(load.cpu.paths)), batch_size=extract_cfg.batch_size,
                                 num_workers=cfg.num_workers, collate_fn=stack_items)
-            batches = lambda: iter(loader)  # noqa: E731
+            batches = lambda loader=loader: iter(loader)  # noqa: E731
         else:  # end to end: JPEG decoding and resizing in DataLoader workers
             class Images(torch.utils.data.Dataset):
                 load = ImageLoader(records[: extract_cfg.images], transform)
@@ -204,7 +184,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
 
             loader = DataLoader(Images(), batch_size=extract_cfg.batch_size, num_workers=cfg.num_workers,
                                 pin_memory=device.type == "cuda")
-            batches = lambda: iter(loader)  # noqa: E731
+            batches = lambda loader=loader: iter(loader)  # noqa: E731
         result = time_extraction(encoder, batches, device=device, amp_dtype=amp_dtype, prepare=prepare)
         rows.append({"benchmark": f"extract {encoder.name} ({extract_cfg.source}{', amp' if amp_dtype else ''})",
                      "device": name, **result})
@@ -223,7 +203,8 @@ def grid_rows(cfg, encoder_spec: dict, records: list[CaptionRecord], vocab: Voca
             cells, channels = model.encoder.eval()(torch.zeros(1, 3, size, size, device=device)).grid.shape[1:]
         features = Features(torch.randn(len(records), model.encoder.out_dim),
                             torch.randn(len(records), cells, channels).half())  # as a grid store keeps them
-        dataset = CaptionDataset(records, vocab, 20, lambda i: Features(features.pooled[i], features.grid[i]))
+        dataset = CaptionDataset(records, vocab, 20,
+                                 lambda i, features=features: Features(features.pooled[i], features.grid[i]))
         for batch_size in cfg.cached_batch_sizes:
             result = time_training(model, dataset, features=features, batch_size=batch_size, steps=cfg.cached_steps,
                                    warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,

@@ -1,7 +1,7 @@
 """Self-describing checkpoints, written atomically and read with `weights_only=True`.
 
 A checkpoint names what it holds only by registered names and plain data: `task` (a task registry
-name), `model_spec` ({part: {"name", ...arguments}}, see models/captioner.py), `vocab` or `classes`,
+name), `model_spec` ({part: {"name", ...arguments}}, see models/caption_model.py), `vocab` or `classes`,
 `preprocess`, `data` (the data source spec, `{"name": ..., ...}`), `config_yaml` (the run's config as
 text, for people: never instantiated), plus the state dicts and training progress. `load_checkpoint`
 refuses any `_target_` or non-plain value outside the state dicts before a caller builds anything.

@@ -6,9 +6,9 @@ import functools
 from typing import Callable
 
 from captioning.checkpoint import CheckpointError
+from captioning.config import OptionError
 from captioning.data.images import ImageReadError
 from captioning.data.records import DataError
-from captioning.options import OptionError
 from captioning.registry import SpecError
 
 USER_ERRORS = (CheckpointError, DataError, SpecError, ImageReadError, OptionError)

@@ -11,7 +11,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from captioning.runtime import resolve_device
+from captioning.execution import resolve_device
 
 
 def world_size() -> int:

@@ -1,4 +1,4 @@
-"""Optional Hydra plugins (requirements-sweeps.txt): say which one is missing before Hydra fails to compose.
+"""Optional Hydra plugins (the `sweeps` extra): say which one is missing before Hydra fails to compose.
 
 Without the plugin, Hydra's own error is `Could not find 'hydra/sweeper/optuna'`; this check names the
 pip package instead. It follows command-line choices through this project's config files, so
@@ -70,7 +70,8 @@ def check_plugins(overrides: list[str], conf_dir: str | Path) -> None:
         if path in PLUGINS and not installed(PLUGINS[path][0]):
             raise MissingPlugin(
                 f"'{origin}' needs the Hydra plugin '{PLUGINS[path][1]}' (for {path}), which is not installed. "
-                f"Install the optional sweep/launcher plugins with: pip install -r requirements-sweeps.txt")
+                f"Install the optional sweep/launcher plugins with: pip install -e '.[sweeps]' "
+                f"(from a checkout; an installed package: pip install 'captioning[sweeps]')")
 
 
 def require_plugins(overrides: list[str], conf_dir: str | Path) -> None:

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from nltk.tokenize import RegexpTokenizer
 
-from captioning.data.records import DataError
+from captioning.errors import DataError
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)  # PAD must stay 0: padding is masked by index

@@ -4,13 +4,11 @@ Prints, for the colour words and the shape words of reference captions, how many
 attention they put on the shape they name (tools/attention_on_shapes.py says how it is measured).
 """
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from captioning.cli import reports_errors  # noqa: E402
-from captioning.inference.captioner import Captioner  # noqa: E402
-from tools.attention_on_shapes import localisation  # noqa: E402
+from captioning.cli import reports_errors
+from captioning.inference.captioner import Captioner
+from tools.attention_on_shapes import localisation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,9 @@ and writes `summary.csv` and `summary.png` (metric against each swept parameter)
 swept, it also prints mean +- std over the runs that differ only in seed (validation, and test when scored).
 """
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.sweep_summary import summarize_sweep  # noqa: E402
+from tools.sweep_summary import summarize_sweep
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from captioning.data.batches import Features
 from captioning.data.features import cache_features
 from captioning.inference.attention_maps import attention_array
 from captioning.inference.captioner import Captioner
@@ -23,9 +24,9 @@ from captioning.inference.demo import caption_upload
 from captioning.models import encoders
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import coverage_penalty
-from captioning.models.memory import Features
 from tests.conftest import CONF, ROOT
 from tools.attention_on_shapes import SIZE, cell_coverage, localisation, pictures_of_several_shapes
+
 
 def test_doubly_stochastic_penalty_is_added_in_training_only():
     torch.manual_seed(0)
@@ -104,7 +105,7 @@ def test_captioner_returns_each_words_attention_with_beam_search(attention_run, 
     images = [image for image, _, _ in pictures_of_several_shapes(6, seed=7)]
     plain = captioner.caption(images, beam_size=3)
     looked = captioner.caption(images, beam_size=3, return_attention=True)
-    for without, caption in zip(plain, looked):
+    for without, caption in zip(plain, looked, strict=True):
         assert caption.caption == without.caption and without.attention is None  # asking changes no caption
         assert caption.grid == [8, 8] and len(caption.attention) == len(caption.caption.split())
         assert all(abs(sum(row) - 1) < 1e-3 and len(row) == 64 for row in caption.attention)
@@ -233,7 +234,7 @@ def test_updown_attention_lstm_is_one_lstm_over_word_pooled_and_language_state()
             getattr(joined, name).copy_(getattr(cell, name))
         expected = joined(torch.cat([h_lang, memory.pooled, words], dim=1), (h_att, c_att))
         _, _, after = decoder.advance(words, state)
-    for got, want in zip(after.recurrent[:2], expected):
+    for got, want in zip(after.recurrent[:2], expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
     old = {k: v for k, v in decoder.state_dict().items() if k != "attend_pooled.weight"}

@@ -12,9 +12,8 @@ from captioning.data.records import CaptionRecord, DataError, check_inputs, clea
 from captioning.data.sources.coco import coco_splits, read_json
 from captioning.data.sources.flickr import flickr_splits
 from captioning.vocab import Vocabulary, tokenize
-
-from tests.test_data_sources import write_coco, write_images
 from tests.conftest import compose_train
+from tests.test_data_sources import write_coco, write_images
 
 
 def test_missing_image_names_the_file(tmp_path):

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from benchmarks.training_throughput import run
-from captioning.options import check_options
+from captioning.config import check_options
 from tests.conftest import CONF, ROOT
 
 

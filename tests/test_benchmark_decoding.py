@@ -7,9 +7,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from benchmarks.decoding_throughput import benchmark, tutorial_beam_search
+from captioning.data.batches import Features
 from captioning.decoding import greedy_search
 from captioning.models.decoders.lstm import LSTMDecoder
-from captioning.models.memory import Features
 from tests.conftest import CONF
 
 

@@ -23,7 +23,6 @@ from captioning.evaluation.metrics import bleu
 from captioning.inference.captioner import Caption, Captioner
 from captioning.tasks import caption
 from captioning.vocab import tokenize
-
 from tests.conftest import CONF, FLICKR, ROOT
 
 SHAPE_WORDS = {"circle", "square", "triangle"}

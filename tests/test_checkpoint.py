@@ -6,7 +6,7 @@ import torch
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from captioning.data.sources import SOURCES
-from captioning.models.captioner import build_caption_model
+from captioning.models.caption_model import build_caption_model
 from captioning.tasks import TASKS, checkpoint_task, read_checkpoint
 
 

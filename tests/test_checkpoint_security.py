@@ -13,7 +13,6 @@ from omegaconf import OmegaConf, open_dict
 from captioning.checkpoint import CheckpointError, load_checkpoint
 from captioning.inference.captioner import Captioner
 from captioning.tasks import caption, evaluate, train
-
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
 
 VICTIM_TEXT = "precious data\n"

@@ -27,7 +27,7 @@ IMAGE_OF = [0, 1, 2, 3, 0, 1, 2, 3]
 def official(candidates, references):
     """pycocoevalcap's per-caption CIDEr-D; its document frequencies come from `references` (one entry per caption)."""
     scorer = CiderScorer(n=4, sigma=6.0)
-    for candidate, refs in zip(candidates, references):
+    for candidate, refs in zip(candidates, references, strict=True):
         scorer += (candidate, refs)
     _, scores = scorer.compute_score()
     return scores
@@ -81,6 +81,6 @@ def test_sentence_bleu_equals_pycocoevalcaps_per_image_bleu():
     references = [REFERENCES[i] for i in IMAGE_OF] + [REFERENCES[0], REFERENCES[1]]
     _, per_image = Bleu(4).compute_score({i: refs for i, refs in enumerate(references)},
                                          {i: [c] for i, c in enumerate(candidates)}, verbose=0)
-    got = [sentence_bleu(c.split(), [r.split() for r in refs]) for c, refs in zip(candidates, references)]
+    got = [sentence_bleu(c.split(), [r.split() for r in refs]) for c, refs in zip(candidates, references, strict=True)]
     assert np.allclose(got, per_image[3], atol=1e-9, rtol=0), (got, per_image[3])
     assert got[8] == pytest.approx(1.0) and got[5] < 1e-6  # a reference itself scores 1, the empty caption 0

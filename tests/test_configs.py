@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from captioning.data.sources import SOURCES
-from captioning.models.captioner import PARTS, SUPPLIED, check_model_spec, decoder_sizes
+from captioning.models.caption_model import PARTS, SUPPLIED, check_model_spec, decoder_sizes
 from captioning.models.decoders import DECODERS
 from captioning.models.encoders import ENCODERS
 from captioning.models.memory import Features
@@ -101,7 +101,7 @@ def targets(node, path="") -> list[tuple[str, str]]:
 def test_every_yaml_file_is_composed(every_config):
     """Each option file was selected by some composition; included-only files (conf/common/) are included."""
     reached = {f"{primary}" for primary in PRIMARY}
-    for (primary, _), cfg in every_config.items():
+    for (_primary, _), cfg in every_config.items():
         reached |= {f"{group}/{choice}" for group, choice in cfg.hydra.runtime.choices.items() if choice}
     experiment_bases = {f"experiment/{p.stem}" for p in (CONF / "experiment").glob("*.yaml")}
     all_files = {str(p.relative_to(CONF).with_suffix("")) for p in CONF.rglob("*.yaml")}
@@ -138,7 +138,7 @@ def test_models_and_data_name_no_code():
 
 def spec_of(node: DictConfig) -> dict:
     """A spec as plain data, resolved; where it interpolates a mandatory value left unset (`???`, as
-    `data.source.captions_file: ${data.captions_file}`), unresolved: the names and arguments are what is checked."""
+    `data.captions_file` in the spec `${source:flickr}` makes), unresolved: the names and arguments are what is checked."""
     spec = {}
     for key in node:
         try:
@@ -201,7 +201,7 @@ def test_a_misspelt_spec_is_refused():
 def test_optimizers_and_schedulers_build(every_config):
     """Optimizer partials take parameter groups; schedulers take the optimizer and step."""
     built = set()
-    for (primary, key), cfg in every_config.items():
+    for (primary, _key), cfg in every_config.items():
         if primary != "train":
             continue
         weight = torch.nn.Parameter(torch.zeros(2))
@@ -320,7 +320,7 @@ def test_slurm_launcher_config():
 
 
 def test_coco_attention_and_scst_recipes():
-    from captioning.models.captioner import build_caption_model
+    from captioning.models.caption_model import build_caption_model
     from captioning.registry import plain
 
     sat = compose_with("train", ["experiment=sat_coco"])

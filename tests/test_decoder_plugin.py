@@ -8,12 +8,11 @@ from omegaconf import open_dict
 from torch import nn
 
 from captioning.checkpoint import CheckpointError
+from captioning.data.batches import Features
 from captioning.decoding import beam_search, greedy_search
 from captioning.inference.captioner import Captioner
 from captioning.models.decoders import DECODERS, CaptionDecoder
-from captioning.models.memory import Features
 from captioning.tasks import train
-
 from tests.conftest import compose_train, tiny_overrides
 
 

@@ -12,11 +12,11 @@ import math
 import pytest
 import torch
 
+from captioning.data.batches import Features
 from captioning.decoding import beam_search, greedy_search, length_penalty_of, sample
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import GridState
 from captioning.models.decoders.lstm import LSTMDecoder
-from captioning.models.memory import Features
 
 # A fake model: next-word probabilities depend on the image and the previous word only.
 START, END, A, B, C = range(5)
@@ -198,7 +198,7 @@ def assert_exhaustive(decoder, memory: Features, vocab_size: int, length_penalty
     for index in range(len(memory)):
         best = expected[index][:n_best]
         assert scores[index].tolist() == pytest.approx([score for score, _ in best], abs=1e-4)
-        for row, (_, sequence) in zip(tokens[index].tolist(), best):
+        for row, (_, sequence) in zip(tokens[index].tolist(), best, strict=True):
             assert row[: len(sequence)] == sequence
 
 

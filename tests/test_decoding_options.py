@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from captioning.decoding import beam_search, diverse_beam_search, greedy_search, repeated_ngram_words, sample
-from tests.test_decoding import (END, KINDS, START, A, B, C, TableDecoder, decoder_of, exhaustive, images,
-                                 memory_of)
+from tests.test_decoding import END, KINDS, START, A, B, C, TableDecoder, decoder_of, exhaustive, images, memory_of
 
 
 def has_repeated_ngram(words: list[int], n: int) -> bool:
@@ -60,7 +59,7 @@ def test_blocked_beam_as_wide_as_the_search_space_equals_exhaustive_search_witho
         best = allowed[:3]  # fewer where blocking leaves fewer captions of non-zero probability (image 1 never ends)
         padding = [float("-inf")] * (3 - len(best))
         assert scores[index].tolist() == pytest.approx([score for score, _ in best] + padding, abs=1e-4)
-        for row, (_, sequence) in zip(tokens[index].tolist(), best):
+        for row, (_, sequence) in zip(tokens[index].tolist(), best, strict=False):
             assert row[: len(sequence)] == sequence
             assert not has_repeated_ngram([w for w in row if w != END], n)
 

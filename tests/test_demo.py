@@ -13,7 +13,7 @@ from captioning.inference.captioner import Captioner
 from tests.conftest import FLICKR
 
 gradio = pytest.importorskip("gradio", reason="gradio is not installed (requirements.txt)")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra)")
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium and chromedriver on PATH "
                                 "(apt-get install chromium chromium-driver; .ci/run does)")

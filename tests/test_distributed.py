@@ -8,9 +8,8 @@ import torch
 import torch.multiprocessing as mp
 
 from captioning.checkpoint import load_checkpoint, load_state
-from captioning.models.captioner import build_activity_model, build_caption_model
+from captioning.models.caption_model import build_activity_model, build_caption_model
 from captioning.tasks import train
-
 from tests.conftest import compose_train, tiny_overrides
 
 

@@ -16,11 +16,10 @@ from captioning.data.datasets import CaptionDataset, ImageLoader, collate
 from captioning.data.loading import load_splits
 from captioning.data.sources import read_source
 from captioning.data.transforms import build_transform
-from captioning.models.captioner import build_caption_model
+from captioning.models.caption_model import build_caption_model
 from captioning.tasks import TASKS, train
 from captioning.training.validation import cider_of, greedy_captions
 from captioning.vocab import Vocabulary
-
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
 
 

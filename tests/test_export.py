@@ -80,7 +80,7 @@ def test_the_runtime_runs_without_torch(exported, synthetic_root):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     expected = Captioner.from_checkpoint(checkpoint, "cpu").caption(paths, beam_size=3)
-    assert done.stdout.splitlines() == [f"{p}\t{e.caption}" for p, e in zip(paths, expected)]
+    assert done.stdout.splitlines() == [f"{p}\t{e.caption}" for p, e in zip(paths, expected, strict=True)]
     spec = json.loads((folder / "captioner.json").read_text())
     assert spec["vocab"][spec["end"]] == "<end>" and spec["state"]
 

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, check_image, load_rgb
 from captioning.data.loading import load_splits
 from captioning.data.records import DataError
 from captioning.vocab import SPECIALS, Vocabulary, check_vocabulary, tokenize
-
 from tests.conftest import FLICKR
 
 

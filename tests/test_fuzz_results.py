@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from captioning.data.records import DataError
 from captioning.evaluation.results import match_results, read_results
@@ -24,7 +23,8 @@ ITEMS = st.one_of(
                           optional={"id": JSON_VALUES, "score": JSON_VALUES}),
     st.fixed_dictionaries({"image_id": IDS}), st.fixed_dictionaries({"caption": TEXT}), JSON_VALUES)
 NEAR_VALID = st.builds(  # the path that loads: every annotated id once, maybe one dropped or one extra, odd captions
-    lambda ids, captions, drop, extra: [{"image_id": key, "caption": caption} for key, caption in zip(ids, captions)
+    lambda ids, captions, drop, extra: [{"image_id": key, "caption": caption}
+                                        for key, caption in zip(ids, captions, strict=True)
                                         ][drop:] + extra,
     st.permutations([1, 2, "3.jpg"]), st.lists(TEXT, min_size=3, max_size=3), st.sampled_from([0, 0, 1]),
     st.lists(st.fixed_dictionaries({"image_id": IDS, "caption": TEXT}), max_size=1))

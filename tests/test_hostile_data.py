@@ -23,7 +23,6 @@ from captioning.data.loading import image_options, load_splits
 from captioning.data.records import CaptionRecord
 from captioning.data.transforms import build_transform
 from captioning.vocab import Vocabulary, check_vocabulary
-
 from tests.conftest import compose_train
 from tests.hostile import assert_refused, run_command, snapshot
 
@@ -399,7 +398,7 @@ def test_pixel_limit_is_an_option(tmp_path):
     (tmp_path / "images" / "2.png").write_bytes(png_bytes(11, 10, bytes(10 * 3)))
     refused(tmp_path, lambda: load_splits(data), "2.png: 11x10 is 110 pixels, over the limit of 100")
     for bad in (-1, "many", 1.5, True):
-        refused(tmp_path, lambda: load_splits({**data, "max_image_pixels": bad}), "data.max_image_pixels")
+        refused(tmp_path, lambda bad=bad: load_splits({**data, "max_image_pixels": bad}), "data.max_image_pixels")
     assert len(handled(tmp_path, lambda: load_splits({**data, "max_image_pixels": 0}))["train"]) == 4
 
 

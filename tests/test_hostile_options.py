@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from captioning.config import check_options
 from captioning.tasks import caption, evaluate, extract, train
-from captioning.options import check_options
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
 from tests.hostile import assert_refused, run_command, snapshot
 

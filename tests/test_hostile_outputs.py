@@ -508,8 +508,8 @@ def enforce_fail_from_enospc() -> BaseException:
     try:
         try:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4544 vs 4432")
+        except OSError:  # as torch raises it: the OSError is only the RuntimeError's context, not its cause
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4544 vs 4432")  # noqa: B904
     except RuntimeError as error:
         return error
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from captioning.data import store_files
 from captioning.data.features import FeatureStore
-from captioning.models import captioner, encoders
+from captioning.models import caption_model, encoders
 from captioning.tasks import extract
 from tests.conftest import CONF
 from tests.hostile import assert_refused, run_command, snapshot
@@ -51,7 +51,7 @@ def one_encoder(monkeypatch, lite0):
         assert spec["name"] == "efficientnet_lite0" and pretrained
         return lite0
 
-    monkeypatch.setattr(captioner, "build_encoder", build)
+    monkeypatch.setattr(caption_model, "build_encoder", build)
 
 
 @pytest.fixture

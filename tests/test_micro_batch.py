@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.data.datasets import Clips
+from captioning.data.batches import Clips, Features
+from captioning.execution import split_batch
 from captioning.models.decoders import DECODERS
-from captioning.models.memory import Features
-from captioning.runtime import split_batch
 from captioning.training.loop import train_one_epoch
 
 VOCAB = 12

@@ -4,11 +4,10 @@ import copy
 import pytest
 import torch
 
-from captioning.models.captioner import CaptionModel, build_encoder
+from captioning.data.batches import Features
+from captioning.models.caption_model import CaptionModel, build_encoder
 from captioning.models.decoders.lstm import LSTMDecoder
-from captioning.models.memory import Features
 from captioning.registry import plain
-
 from tests.conftest import CONF, compose_train
 
 ENCODERS = sorted(path.stem for path in (CONF / "model" / "encoder").glob("*.yaml"))

@@ -5,7 +5,6 @@ import nbformat
 from nbclient import NotebookClient
 
 from captioning.inference.captioner import Captioner
-
 from tests.conftest import ROOT
 from tests.test_caption import builtin_test_split
 
@@ -30,7 +29,7 @@ def test_demo_notebook_captions_and_plots_the_images(learned_run, synthetic_root
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     expected = Captioner.from_checkpoint(checkpoint, device="cpu").caption(paths[:8], beam_size=3, n_best=3)
-    for path, caption in zip(paths[:8], expected):
+    for path, caption in zip(paths[:8], expected, strict=True):
         assert f"{path.name}\t{caption.caption}\t" in printed
     assert any("image/png" in output.get("data", {}) for output in outputs)  # the grid was drawn
 

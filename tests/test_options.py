@@ -1,30 +1,29 @@
-"""The option schema (captioning/options.py) and the registries' argument types: no false alarms on any shipped
-config, a type for every key, and the rules themselves (ints are not floats, bools are not ints)."""
+"""The option schemas (captioning/config/) and the registries' argument types: no false alarms on any shipped
+config, every schema in the ConfigStore, the check's refusals (an undeclared key, a rule across keys, a broken
+interpolation), and the rules themselves (ints are not floats, bools are not ints)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import typing
 from pathlib import Path
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from captioning.config import COMMANDS, OptionError, check_options, missing_keys
+from captioning.config.data import DATA_SCHEMAS
+from captioning.config.fields import schema_of
 from captioning.data.sources import SOURCES
-from captioning.models.captioner import PARTS
-from captioning.option_tables import SCHEMAS
-from captioning.options import OptionError, check_options, missing_keys
+from captioning.models.caption_model import PARTS
 from captioning.registry import Registry, SpecError, simple_annotations
 from tests.test_configs import compose_every_option
 
-COMMANDS = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract",
-            "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding", "compare": "compare"}
-# Keys typed elsewhere than the schema table: registries check model parts, data sources and the task name (and
-# the benchmark's encoders and extraction rows: options.check_benchmark); experiments' stage inputs are
-# interpolated into train.init_from; the rest is Hydra's or a code target.
-ELSEWHERE = ("model.", "data.source.", "hydra.", "encoder.")
-NOT_IN_TABLE = {"task.name", "activity", "stage1", "data", "optim._target_", "optim._partial_", "scheduler.build",
-                "scheduler.build._target_", "scheduler.build._partial_", "also_frozen", "extraction"}
+COMMANDS_OF = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract",
+               "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding", "compare": "compare",
+               "export": "export", "demo": "demo", "pack_region_features": "pack_regions", "scale": "scale"}
 
 
 def shipped(primary: str, tmp: Path) -> dict[str, DictConfig]:
@@ -39,6 +38,7 @@ def shipped(primary: str, tmp: Path) -> dict[str, DictConfig]:
             del cfg["hydra"]
             cfg.merge_with({"run_dir": str(tmp / "run")} if primary == "train" else {})
             cfg.merge_with({"output_dir": str(tmp / "eval")} if primary == "evaluate" else {})
+            cfg.merge_with({"checkpoint": str(placeholder)} if primary == "demo" else {})  # its default: a run's
             for name in given:
                 OmegaConf.update(cfg, name, str(placeholder))
         composed[key] = cfg
@@ -48,32 +48,78 @@ def shipped(primary: str, tmp: Path) -> dict[str, DictConfig]:
 @pytest.fixture(scope="module")
 def every_config(tmp_path_factory) -> dict[tuple[str, str], DictConfig]:
     tmp = tmp_path_factory.mktemp("options")
-    return {(primary, key): cfg for primary in COMMANDS for key, cfg in shipped(primary, tmp).items()}
+    return {(primary, key): cfg for primary in COMMANDS_OF for key, cfg in shipped(primary, tmp).items()}
 
 
 def test_every_shipped_config_passes(every_config):
-    """All tasks, data groups, encoders, optimisers, schedulers and experiments: no false alarm."""
-    for (primary, key), cfg in every_config.items():
-        check_options(cfg, COMMANDS[primary])
+    """All tasks, data groups, encoders, optimisers, schedulers and experiments: no false alarm, and so no key
+    that its schema does not declare (the check refuses those)."""
+    for (primary, _), cfg in every_config.items():
+        check_options(cfg, COMMANDS_OF[primary])
     choices = {key for primary, key in every_config}
     assert {"task=activity", "task=video_caption", "data=coco", "data=clips", "data=karpathy", "data=flickr",
             "experiment=lrcn_description", "experiment=show_and_tell_coco_finetune", "optim=sgd", "bench=cuda"} <= choices
 
 
-def leaf_keys(node, prefix: str = "") -> list[str]:
+def declared(schema: type, prefix: str = "") -> set[str]:
+    """The dotted keys a schema declares (nested schemas followed)."""
+    keys = set()
+    for field in dataclasses.fields(schema):
+        key = f"{prefix}.{field.name}" if prefix else field.name
+        nested = schema_of(typing.get_type_hints(schema)[field.name])
+        keys |= declared(nested, key) if nested is not None and not field.metadata.get("spec") else {key}
+    return keys
+
+
+def leaf_keys(node, prefix: str = "") -> set[str]:
     if isinstance(node, dict) and node:
-        return [key for name, value in node.items() for key in leaf_keys(value, f"{prefix}.{name}" if prefix else name)]
-    return [prefix]
+        return {key for name, value in node.items() for key in leaf_keys(value, f"{prefix}.{name}" if prefix else name)}
+    return {prefix}
 
 
-def test_every_key_has_a_type(every_config):
-    """A key added to conf/ without a schema entry (or a registry that checks it) fails here."""
-    for (primary, key), cfg in every_config.items():
-        schema = SCHEMAS[COMMANDS[primary]]
-        for name in leaf_keys(OmegaConf.to_container(cfg, resolve=False)):
-            typed = (name in schema or name in NOT_IN_TABLE or name.startswith(ELSEWHERE)
-                     or any(entry.startswith(f"{name}.") for entry in schema))  # a null group of typed keys
-            assert typed, f"{primary} [{key}]: {name} has no type in captioning/options.py"
+def covered(key: str, given: set[str]) -> bool:
+    """`key` has a value in a composition: itself, keys below it, or a null group above it (`data.test: null`)."""
+    return any(g == key or g.startswith(f"{key}.") or key.startswith(f"{g}.") for g in given)
+
+
+def test_every_declared_option_has_a_yaml_default(every_config):
+    """A schema field that no shipped YAML file gives a value is a declaration nothing uses."""
+    given = {command: set() for command in COMMANDS}
+    for (primary, _), cfg in every_config.items():
+        given[COMMANDS_OF[primary]] |= {key for key in leaf_keys(OmegaConf.to_container(cfg, resolve=False))}
+    for command, (schema, _, _) in COMMANDS.items():
+        for key in declared(schema):
+            assert key.startswith("data") or covered(key, given[command]), \
+                f"{command}: {key} is declared in captioning/config/ but no YAML file gives it"
+    data_keys = set().union(*(leaf_keys(OmegaConf.to_container(cfg.data, resolve=False), "data")
+                              for (primary, _), cfg in every_config.items() if primary == "train"))
+    for name, schema in DATA_SCHEMAS.items():
+        assert all(covered(key, data_keys) for key in declared(schema, "data")), name
+
+
+def test_every_schema_is_in_the_config_store():
+    repository = ConfigStore.instance().repo["schema"]
+    assert {f"{command}.yaml" for command in COMMANDS} <= set(repository)
+    assert {f"{name}.yaml" for name in DATA_SCHEMAS} == set(repository["data"])
+    assert {"decode", "optim", "scheduler", "train", "task", "vocab", "bench"} <= set(repository)
+
+
+def test_a_key_its_schema_does_not_declare_is_refused(every_config):
+    cfg = copy.deepcopy(every_config[("train", "")])
+    with open_dict(cfg):
+        cfg.train.select_mode = "maximize"  # what a YAML file could still say after the option was removed
+    with pytest.raises(OptionError, match=r"^train.select_mode: not an option here; expected one of epochs, "):
+        check_options(cfg, "train")
+
+
+def test_a_data_key_is_written_once_and_read_as_the_source_spec(every_config):
+    """data.captions_file is where users give it; data.source, the spec loaders and checkpoints read, follows it."""
+    cfg = copy.deepcopy(every_config[("train", "data=flickr")])
+    cfg.data.captions_file = "elsewhere.txt"
+    assert cfg.data.source == {"name": "flickr", "captions_file": "elsewhere.txt", "image_dir": cfg.data.image_dir,
+                               "split_file": None}
+    for path in (Path(__file__).resolve().parents[1] / "conf" / "data").glob("*.yaml"):
+        assert "${data." not in path.read_text(), path  # no key copied from another
 
 
 def test_checks_across_keys(every_config):
@@ -82,6 +128,9 @@ def test_checks_across_keys(every_config):
     check_options(cfg, "caption")  # n_best == beam_size is fine
     cfg.decode.n_best = 3
     with pytest.raises(OptionError, match=r"decode.n_best=3: expected an integer in 1..2 \(decode.beam_size\)"):
+        check_options(cfg, "caption")
+    cfg.decode.n_best, cfg.decode.max_words, cfg.decode.min_words = 1, 3, 4
+    with pytest.raises(OptionError, match=r"^decode.min_words=4: expected an integer in 0..3 \(decode.max_words\)$"):
         check_options(cfg, "caption")
 
 

@@ -8,7 +8,6 @@ import torch
 from captioning.data.images import load_rgb
 from captioning.data.transforms import build_transform
 from captioning.models.encoders import _timm_preprocess, efficientnet_lite0_imagenet
-
 from tests.conftest import FLICKR
 
 DOG_CLASSES = range(151, 269)  # ImageNet-1k classes 151..268 are dog breeds

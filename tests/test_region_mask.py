@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from captioning.data.batches import Features
 from captioning.decoding import beam_search, greedy_search
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import coverage_penalty
-from captioning.models.memory import Features
 
 START, END = 1, 2
 REGIONS = [3, 6, 1, 4]  # regions per image: the batch pads them to 6
@@ -153,7 +153,8 @@ def test_coverage_penalty_counts_real_regions_only():
     plain, _ = decoder.eval().loss(batch, tokens)
     weights = decoder.attention_weights(batch, tokens).detach()
     steps = (tokens[:, 1:] != 0).sum(1).tolist()
-    by_hand = sum(float(((1 - weights[b, :n, :k].sum(0)) ** 2).sum()) for b, (n, k) in enumerate(zip(steps, REGIONS)))
+    by_hand = sum(float(((1 - weights[b, :n, :k].sum(0)) ** 2).sum())
+                  for b, (n, k) in enumerate(zip(steps, REGIONS, strict=True)))
     assert float(coverage_penalty(weights, tokens[:, 1:], batch.mask)) == pytest.approx(by_hand, rel=1e-5)
     regularised, _ = decoder.train().loss(batch, tokens)
     assert float(regularised.detach()) == pytest.approx(float(plain.detach()) + 2.0 * by_hand, rel=1e-5)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.models.captioner import CaptionModel
+from captioning.config import OptionError
+from captioning.models.caption_model import CaptionModel
 from captioning.models.decoders.base import scheduled_sampling_loss
-from captioning.options import OptionError
 from captioning.training.scheduled_sampling import sampling_probability
 from tests.test_scst import decoder_of, memory_of
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from captioning.data.batches import Features
+from captioning.decoding import sample_with_log_probs
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.lstm import LSTMDecoder
-from captioning.models.memory import Features
-from captioning.decoding import sample_with_log_probs
 from captioning.training.scst import baseline_of, policy_loss
 
 START, END, VOCAB = 1, 2, 12
@@ -60,7 +60,7 @@ def test_samples_stop_at_end_and_only_counted_words_carry_gradient():
     samples = sample_with_log_probs(decoder, memory, start=START, end=END, max_tokens=8, samples=4,
                                     generator=torch.Generator().manual_seed(0))
     assert samples.tokens.shape[0] == 12 and samples.log_probs.requires_grad
-    for row, counted in zip(samples.tokens, samples.mask):
+    for row, counted in zip(samples.tokens, samples.mask, strict=True):
         ends = (row == END).nonzero()
         if len(ends):  # counted up to and including the first <end>, then `end` padding that does not count
             first = int(ends[0])
@@ -111,7 +111,7 @@ def test_scst_from_a_cross_entropy_checkpoint_raises_val_cider(learned_run, synt
 
 
 def test_scst_options_are_checked_before_anything_runs(tmp_path, synthetic_root):
-    from captioning.options import OptionError
+    from captioning.config import OptionError
     from captioning.tasks import train
     from tests.conftest import compose_train
 
@@ -141,6 +141,6 @@ def test_the_reward_adds_bleu_weight_times_sentence_bleu4():
                             temperature=1.0, max_tokens=5, cached=True, bleu_weight=weight)
         return loss.rewards(tokens, images)
     bleu = torch.tensor([sentence_bleu(words, references[i]) for words, i in
-                         zip([["a", "dog", "runs", "fast"], ["a", "cat"], ["cat", "sits"]], images)])
+                         zip([["a", "dog", "runs", "fast"], ["a", "cat"], ["cat", "sits"]], images, strict=True)])
     assert bleu[0] == pytest.approx(1.0) and bleu[1] < 0.01  # an exact reference; a 2-word caption has no 4-gram
     assert torch.allclose(rewards(2.5) - rewards(0.0), 2.5 * bleu, atol=1e-6)

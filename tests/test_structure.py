@@ -1,8 +1,9 @@
-"""The package's layout holds: no import cycles, every module imports on its own, modules stay small,
-and the library never imports the code around it (benchmarks/, tools/).
+"""The package's layout holds: the import contracts in pyproject.toml (layers, no cycles; `lint-imports`), the
+lint rules (`ruff check`), every module imports on its own, modules stay small, and the library never imports the
+code around it (benchmarks/, tools/).
 
-Imports are read from the source with `ast` (those inside functions included: they run too, only later),
-so these checks need no import of the package except the one that imports each module.
+The last check reads imports from the source with `ast` (those inside functions included: they run too, only
+later), so it needs no import of the package.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -33,13 +36,6 @@ def is_package(name: str) -> bool:
     return name in MODULES and MODULES[name].name == "__init__.py"
 
 
-def owning_module(dotted: str) -> str:
-    """The module a dotted import name lands in: itself when it is a module, else its longest module prefix."""
-    while dotted not in MODULES:
-        dotted = dotted.rpartition(".")[0]
-    return dotted
-
-
 def absolute(node: ast.ImportFrom, importer: str) -> str:
     """`from .x import y` inside `importer` -> the absolute module name `from` names."""
     if not node.level:
@@ -48,10 +44,6 @@ def absolute(node: ast.ImportFrom, importer: str) -> str:
     for _ in range(node.level - 1):
         package = package.rpartition(".")[0]
     return f"{package}.{node.module}" if node.module else package
-
-
-def in_package(name: str) -> bool:
-    return name == "captioning" or name.startswith("captioning.")
 
 
 def imports_all_submodules(node: ast.Call, importer: str) -> bool:
@@ -81,103 +73,59 @@ def imported_names(path: Path, importer: str) -> list[tuple[int, str]]:
     return names
 
 
-def edges(path: Path, importer: str) -> set[str]:
-    """The package modules a file imports. `from captioning.pkg import name` is an edge to the module
-    `captioning.pkg.name` when that file exists, else to `captioning.pkg` (its __init__)."""
-    return {owning_module(target) for _, target in imported_names(path, importer) if in_package(target)} - {importer}
+def run_tool(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {name: edges(path, name) for name, path in MODULES.items()}
+def lint_imports(*config: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` on pyproject.toml's contracts, or on the given config files."""
+    return run_tool("-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-cache",
+                    *map(str, config))
 
 
-def cycles(graph: dict[str, set[str]]) -> list[tuple[list[str], list[str]]]:
-    """(one cycle, first node repeated at the end; all the modules in it) for every strongly connected component
-    of more than one module."""
-    index, low, stack, on_stack, components = {}, {}, [], set(), []
-
-    def connect(node: str) -> None:  # Tarjan's algorithm
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for other in sorted(graph[node]):
-            if other not in index:
-                connect(other)
-                low[node] = min(low[node], low[other])
-            elif other in on_stack:
-                low[node] = min(low[node], index[other])
-        if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                components.append(component)
-
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(graph)))
-    for node in sorted(graph):
-        if node not in index:
-            connect(node)
-    return [(cycle_through(min(component), component, graph), sorted(component)) for component in components]
+def test_import_contracts_hold():
+    done = lint_imports()
+    assert done.returncode == 0 and " 0 broken" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
 
 
-def cycle_through(start: str, component: set[str], graph: dict[str, set[str]]) -> list[str]:
-    """A shortest path start -> ... -> start inside the component (breadth first)."""
-    previous, frontier = {start: None}, [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for other in sorted(graph[node] & component):
-                if other == start:
-                    path = [node]
-                    while previous[path[-1]] is not None:
-                        path.append(previous[path[-1]])
-                    return path[::-1] + [start]
-                if other not in previous:
-                    previous[other] = node
-                    following.append(other)
-        frontier = following
-    raise AssertionError(f"no cycle through {start}")
+def test_the_import_contracts_can_fail(tmp_path):
+    """The contracts read this code: the layers upside down, and a ban on an import the models make, are broken."""
+    config = tmp_path / "upside_down.toml"
+    config.write_text(textwrap.dedent("""
+        [tool.importlinter]
+        root_packages = ["captioning"]
 
+        [[tool.importlinter.contracts]]
+        name = "upside down"
+        type = "layers"
+        layers = ["captioning.data", "captioning.models"]
 
-def test_the_cycle_finder_finds_cycles():
-    """It can fail: a made-up graph with a package <-> submodule cycle and a three-module cycle."""
-    graph = {"p": {"p.a"}, "p.a": {"p"}, "x": {"y"}, "y": {"z"}, "z": {"x", "p"}, "leaf": set()}
-    assert sorted(cycles(graph)) == [(["p", "p.a", "p"], ["p", "p.a"]), (["x", "y", "z", "x"], ["x", "y", "z"])]
-    assert cycles({"a": {"b"}, "b": set()}) == []
-
-
-def test_import_edges_are_resolved_to_modules(tmp_path):
-    """Names imported from a package resolve to its submodule when there is one, else to the package;
-    imports inside functions and relative imports count; other packages do not."""
-    source = tmp_path / "example.py"
-    source.write_text(textwrap.dedent("""
-        import torch
-        import captioning.models.encoders
-        from captioning.models import memory, CaptionModel
-        from . import heads
-
-
-        def later():
-            from captioning.data.sources import read_source
-            from captioning.data.sources.coco import read_json
+        [[tool.importlinter.contracts]]
+        name = "models without data"
+        type = "forbidden"
+        source_modules = ["captioning.models"]
+        forbidden_modules = ["captioning.data"]
     """))
-    assert edges(source, "captioning.models.captioner") == {
-        "captioning.models.encoders", "captioning.models.memory", "captioning.models", "captioning.models.heads",
-        "captioning.data.sources", "captioning.data.sources.coco"}
-    graph = import_graph()
-    assert len(MODULES) > 30 and set(graph) == set(MODULES)
-    assert all(target in MODULES for targets in graph.values() for target in targets)
-    assert "captioning.models.encoders" in graph["captioning.models.captioner"]
+    done = lint_imports(config)
+    assert done.returncode == 1 and "0 kept, 2 broken" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "captioning.models is not allowed to import captioning.data" in " ".join(done.stdout.split())
 
 
-def test_no_import_cycles():
-    found = cycles(import_graph())
-    assert not found, "import cycles among captioning modules:\n" + "\n".join(
-        f"{' -> '.join(cycle)}  (the cycle's component: {', '.join(component)})" for cycle, component in found)
+def test_every_top_level_module_has_a_layer():
+    """A new module or subpackage of captioning/ is placed in a layer, or the layers contract says nothing of it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(contract["layers"] for contract in contracts if contract["type"] == "layers")
+    placed = {name.strip("() ") for layer in layers for name in layer.replace("|", ":").split(":")}
+    top_level = {f"captioning.{path.stem if path.is_file() else path.name}" for path in PACKAGE.iterdir()
+                 if (path.suffix == ".py" and path.name != "__init__.py") or (path / "__init__.py").is_file()}
+    assert top_level - placed == set(), f"modules in no layer of pyproject.toml: {sorted(top_level - placed)}"
+
+
+def test_ruff_is_clean():
+    """pyproject.toml's rule set (pyflakes, syntax errors, import order, bugbear) over the whole repository."""
+    done = run_tool("-m", "ruff", "check", "--no-cache", "--output-format", "concise", ".")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
 def test_every_module_imports_on_its_own():

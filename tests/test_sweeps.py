@@ -112,7 +112,7 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path, synthetic_root):
 
 def test_missing_plugin_is_named_with_its_pip_package(monkeypatch):
     monkeypatch.setattr(plugins, "installed", lambda module: False)
-    with pytest.raises(MissingPlugin, match=r"hparams_search=optuna.*hydra-optuna-sweeper.*requirements-sweeps.txt"):
+    with pytest.raises(MissingPlugin, match=r"hparams_search=optuna.*hydra-optuna-sweeper.*install -e '.\[sweeps\]'"):
         check_plugins(["hparams_search=optuna"], CONF)  # found through conf/hparams_search/optuna.yaml's defaults
     with pytest.raises(MissingPlugin, match="hydra-submitit-launcher"):
         check_plugins(["-m", "hydra/launcher=slurm", "optim.lr=1e-3,3e-4"], CONF)  # through conf/hydra/launcher/slurm.yaml
@@ -127,7 +127,7 @@ def test_train_script_exits_with_the_message_before_hydra(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["scripts/train.py", "hparams_search=optuna"])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
-    assert "pip install -r requirements-sweeps.txt" in str(exit_info.value.code)
+    assert "pip install -e '.[sweeps]'" in str(exit_info.value.code)
     assert "hydra-optuna-sweeper" in str(exit_info.value.code)
 
 

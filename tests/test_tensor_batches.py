@@ -23,7 +23,7 @@ def test_same_batches_as_the_dataloader(tmp_path):
         expected = list(DataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=collate))
         got = list(TensorBatches(features, dataset.tokens, sampler, 4, torch.device("cpu")))
         assert len(got) == len(expected) == len(TensorBatches(features, dataset.tokens, sampler, 4, torch.device("cpu")))
-        for a, b in zip(got, expected):
+        for a, b in zip(got, expected, strict=True):
             for key in ("input", "tokens", "lengths", "index"):
                 assert torch.equal(a[key], b[key]), (mode, key)
 
@@ -40,4 +40,5 @@ def test_make_loader_gives_the_same_batches_and_leaves_the_global_rng_alone(tmp_
     assert torch.equal(torch.get_rng_state(), state)
     assert not loader.pin_memory  # auto: pinned only when training on CUDA
     expected = list(DataLoader(dataset, batch_size=3, sampler=sampler, collate_fn=collate))
-    assert len(got) == len(expected) and all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected))
+    assert len(got) == len(expected) and all(torch.equal(a["tokens"], b["tokens"])
+                                             for a, b in zip(got, expected, strict=True))

@@ -11,11 +11,10 @@ from captioning.checkpoint import load_checkpoint, load_state
 from captioning.data.datasets import CaptionDataset, ImageLoader, collate
 from captioning.data.sources import read_source
 from captioning.data.transforms import build_transform
-from captioning.models.captioner import build_caption_model
+from captioning.models.caption_model import build_caption_model
 from captioning.tasks import train
 from captioning.training.validation import bleu_of, greedy_captions
 from captioning.vocab import Vocabulary
-
 from tests.conftest import FLICKR, compose_train, tiny_overrides
 from tests.test_data_sources import write_coco, write_images
 
@@ -104,7 +103,7 @@ def test_coco_and_karpathy_sources_train(tmp_path):
 
 
 def test_missing_mandatory_key_is_named(tmp_path):
-    from captioning.options import OptionError
+    from captioning.config import OptionError
 
     with pytest.raises(OptionError, match="Missing mandatory value: data.captions_file"):
         train(compose_train(["data=flickr"], tmp_path))

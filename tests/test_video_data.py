@@ -13,7 +13,6 @@ from captioning.data.records import DataError, check_inputs
 from captioning.data.sources.clips import check_labels, clip_splits, read_labels
 from captioning.data.sources.drawing import DIRECTIONS, draw_clip
 from captioning.data.sources.synthetic import synthetic_clip_splits
-
 from tests.conftest import compose_train
 
 
@@ -216,7 +215,7 @@ def test_synthetic_clips_are_deterministic_and_labelled(tmp_path):
     first = synthetic_clip_splits(tmp_path / "a", num_train=6, num_val=3, num_test=2, frames=4)
     second = synthetic_clip_splits(tmp_path / "b", num_train=6, num_val=3, num_test=2, frames=4)
     assert [len(first[s]) for s in ("train", "val", "test")] == [6, 3, 2]
-    for a, b in zip(first["train"], second["train"]):
+    for a, b in zip(first["train"], second["train"], strict=True):
         assert (a.label, a.captions) == (b.label, b.captions)
         assert a.label in DIRECTIONS and len(a.captions) == 5 and a.captions[0].endswith(f"moves {a.label}")
         assert (a.path / "frame_03.png").read_bytes() == (b.path / "frame_03.png").read_bytes()

@@ -3,12 +3,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from captioning.data.datasets import Clips
+from captioning.data.batches import Clips
 from captioning.decoding import beam_search, greedy_search
-from captioning.models.captioner import build_activity_model, build_caption_model
+from captioning.models.caption_model import build_activity_model, build_caption_model
 from captioning.models.encoders import tiny_cnn
 from captioning.models.temporal import TemporalLSTM, TimeDistributed
-
 from tests.conftest import compose_train
 
 
@@ -139,7 +138,7 @@ def test_two_stage_description_recipe():
     assert cfg.model.temporal.pooling == compose_train(["task=activity"]).model.temporal.pooling == "mean"
     assert cfg.train.encoder_lr < cfg.optim.lr
     with pytest.raises(InterpolationToMissingValueError, match="activity"):  # stage 1 must be named
-        compose_train(["experiment=lrcn_description"]).train.init_from
+        _ = compose_train(["experiment=lrcn_description"]).train.init_from
 
 
 @pytest.mark.parametrize("encoder", [["model/encoder=resnet18", "model.encoder.pretrained=false"],

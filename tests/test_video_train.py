@@ -7,14 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
+from hydra import compose as hydra_compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from captioning.checkpoint import CheckpointError
 from captioning.data.sources import read_source
 from captioning.tasks import TASKS, caption, evaluate, train
-
 from tests.conftest import CONF, ROOT, compose_train
 
 DECODE = {"beam_size": 3, "n_best": 1, "max_words": None, "min_words": 0, "length_penalty": "none", "alpha": 0.7,
@@ -121,7 +119,7 @@ def test_description_from_the_activity_model_names_the_direction(activity_run, t
                                         "device": "cpu", "output": None, "decode": DECODE}))
     assert "broken.mp4: not a readable video" in capsys.readouterr().err
     assert [r["clip"] for r in results] == [str(r.path) for r in records]
-    assert sum(result["caption"].endswith(record.label) for result, record in zip(results, records)) >= 2
+    assert sum(result["caption"].endswith(record.label) for result, record in zip(results, records, strict=True)) >= 2
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):

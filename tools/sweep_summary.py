@@ -73,8 +73,8 @@ def format_table(rows: list[dict]) -> str:
     columns = list(rows[0])
     cells = [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 
@@ -102,7 +102,7 @@ def plot_sweep(rows: list[dict], params: list[str], metric: str, path: Path) -> 
     done = [row for row in rows if row[metric] is not None]
     panels = params or ["job"]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
-    for axis, param in zip(axes[0], panels):
+    for axis, param in zip(axes[0], panels, strict=True):
         values = [row[param] for row in done]
         numbers = _as_numbers(values)
         if numbers is not None:
@@ -146,7 +146,7 @@ def seed_rows(runs: list[SweepRun], metric: str) -> list[dict]:
         for name in (tests[0] if tests else {}):
             if all(isinstance(test.get(name), (int, float)) and not isinstance(test.get(name), bool) for test in tests):
                 values[f"test {name}"] = [test[name] for test in tests]
-        rows.append({**dict(zip(others, key)), "seeds": len(members),
+        rows.append({**dict(zip(others, key, strict=True)), "seeds": len(members),
                      **{name: mean_std(numbers) for name, numbers in values.items()}})
     return rows
 

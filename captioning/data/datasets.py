@@ -5,13 +5,13 @@ A dataset item's input comes from a `load_input(record index)` function (an `Ima
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from captioning.data.batches import ClipInput, Clips, stack_clips
 from captioning.data.clips import ClipRecord
 from captioning.data.images import MAX_IMAGE_PIXELS, load_rgb
 from captioning.data.records import CaptionRecord
@@ -71,47 +71,6 @@ def collate(batch: list[dict]) -> dict:
     stack = getattr(type(inputs[0]), "stack", torch.stack)  # tensors, or containers such as Features (pooled, grid)
     return {"input": stack(inputs), "tokens": tokens, "lengths": lengths,
             "index": torch.tensor([item["index"] for item in batch])}
-
-
-ClipInput = tuple[torch.Tensor, torch.Tensor]  # frames (T, C, H, W) or features (T, D), mask (T,)
-
-
-@dataclass
-class Clips:
-    """Frames (B, T, C, H, W), or per-frame features (B, T, D), with mask (B, T): True where a frame is real.
-
-    It has the few tensor methods the training engine calls on a batch input (`to`, `float`,
-    `pin_memory`, `index_select`), so the caption loop, validation and decoding take clips unchanged.
-    """
-    frames: torch.Tensor
-    mask: torch.Tensor
-
-    def to(self, device, non_blocking: bool = False) -> "Clips":
-        return Clips(self.frames.to(device, non_blocking=non_blocking), self.mask.to(device, non_blocking=non_blocking))
-
-    def float(self) -> "Clips":
-        return Clips(self.frames.float(), self.mask)
-
-    def pin_memory(self) -> "Clips":
-        return Clips(self.frames.pin_memory(), self.mask.pin_memory())
-
-    def index_select(self, dim: int, rows: torch.Tensor) -> "Clips":
-        """The clips of `rows` (dim 0 only), like `Tensor.index_select`."""
-        if dim != 0:
-            raise ValueError(f"Clips are indexed along the batch (dim 0), not dim {dim}")
-        return Clips(self.frames.index_select(0, rows), self.mask.index_select(0, rows))
-
-    def __len__(self) -> int:
-        return self.mask.size(0)
-
-    @property
-    def device(self) -> torch.device:
-        return self.frames.device
-
-
-def stack_clips(inputs: list[ClipInput]) -> Clips:
-    frames, mask = zip(*inputs)
-    return Clips(torch.stack(frames), torch.stack(mask))
 
 
 class LabelledClips(Dataset):

@@ -64,7 +64,7 @@ class DevicePreprocess:
             return {}
         try:
             images = decode_jpeg([data for _, data in jpegs], mode=ImageReadMode.RGB, device=device)
-            return {position: image for (position, _), image in zip(jpegs, images)}
+            return {position: image for (position, _), image in zip(jpegs, images, strict=True)}
         except RuntimeError:
             decoded = {}
             for position, data in jpegs:

@@ -12,13 +12,13 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
+from captioning.data.batches import Features
 from captioning.data.records import DataError
-from captioning.models.memory import Features
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,18 @@ class StoreRows:
             total += regions * int(np.prod(self.grid.shape[-1:] if self.offsets is not None else self.grid.shape[2:])) \
                 * self.grid.itemsize
         return total
+
+
+def item_reader(table: Any, cached: bool) -> Callable[[int], Any]:
+    """`CaptionDataset`'s per-item input: a loader of images or clips as it is, else one record's cached features
+    from `StoreRows` or from a table ({"pooled", "grid"} or, for clips, {"frames", "mask"})."""
+    if not cached:
+        return table
+    if isinstance(table, StoreRows):
+        return table.item
+    if "grid" in table:
+        return lambda i: Features(table["pooled"][i], table["grid"][i])
+    return table["pooled"].__getitem__ if "pooled" in table else lambda i: (table["frames"][i], table["mask"][i])
 
 
 def available_memory() -> int:

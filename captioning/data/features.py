@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from captioning.data.datasets import Clips, ImageLoader
+from captioning.data.batches import Clips
+from captioning.data.datasets import ImageLoader
 from captioning.data.device_decode import DevicePreprocess, JpegBytes, stack_items
-from captioning.data.feature_rows import StoreRows
+from captioning.data.feature_rows import Placement, StoreRows, placement
 from captioning.data.records import CaptionRecord, DataError, first_items
 from captioning.data.regions import read_regions
 from captioning.data.store_files import (
@@ -35,7 +36,7 @@ from captioning.data.store_files import (
     write_json,
 )
 from captioning.data.transforms import build_transform
-from captioning.runtime import autocast
+from captioning.execution import autocast
 
 ImageEncoder = Any  # models.encoders.ImageEncoder: name, weights, preprocess, out_dim (data does not import models)
 
@@ -147,7 +148,7 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     if todo and len(todo) < len(ids):
         log.info("%s: resuming, %d of %d images already done", output, len(ids) - len(todo), len(ids))
 
-    unique = [CaptionRecord(i, Path(p), "", []) for i, p in zip(ids, paths)]
+    unique = [CaptionRecord(i, Path(p), "", []) for i, p in zip(ids, paths, strict=True)]
     transform = build_transform(encoder.preprocess)
     images, stack, prepare = ImageLoader(unique, transform), torch.stack, None
     if decode_on_device:
@@ -257,6 +258,18 @@ class FeatureStore:
             raise DataError(f"{self.path}: this decoder attends over feature grids and the store has none; "
                             "extract a store with grids (store_grid=true) into another folder")
         return np.load(self.path / "grid.npy", mmap_mode="r")
+
+    def tables(self, splits: dict[str, list[CaptionRecord]], grid: bool, in_memory: Any,
+               device: torch.device) -> tuple[dict[str, Any], Placement]:
+        """Each split's features where `data.features_in_memory` puts them: `StoreRows` reading the memory maps, or
+        tables in memory (a region store's rows copied into RAM, padded as batches are read) -> tables, placement."""
+        readers = {split: self.reader(records, grid) for split, records in splits.items()}
+        where = placement(in_memory, sum(reader.nbytes() for reader in readers.values()), device, str(self.path))
+        if not where.in_memory:
+            return readers, where
+        if self.header.get("regions"):
+            return {split: reader.in_memory() for split, reader in readers.items()}, where
+        return {split: self.table(records, grid) for split, records in splits.items()}, where
 
     def table(self, records: list[CaptionRecord], grid: bool = False) -> dict[str, torch.Tensor]:
         """The features of these records, in their order: {"pooled": float32 (N, D)}, and with `grid` also

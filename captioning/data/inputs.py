@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
+from captioning.data.batches import stack_clips
 from captioning.data.clips import ClipLoader, check_clip, frame_files, load_clip
-from captioning.data.datasets import ImageLoader, collate, collate_captioned_clips, stack_clips
+from captioning.data.datasets import ImageLoader, collate, collate_captioned_clips
 from captioning.data.images import check_image, load_rgb, to_rgb
 
 GLOB_CHARACTERS = set("*?[")

@@ -9,15 +9,13 @@ from typing import Callable, TypeVar
 
 from tqdm import tqdm
 
+from captioning.errors import DataError  # a core error (the vocabulary raises it too); data modules import it here
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
 Record = TypeVar("Record")  # a CaptionRecord or a ClipRecord: anything with `image_path`
-
-
-class DataError(ValueError):
-    """Caption data that cannot be used: the message names the file, key or id."""
 
 
 @dataclass

@@ -281,6 +281,17 @@ def read_regions(store: Path, header: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.load(store / "regions.npy", mmap_mode="r"), read_offsets(store, header)
 
 
+def region_encoder(store: str | Path | None) -> dict | None:
+    """The `regions` encoder spec of a region store's header (its widths and origin); None for any other store,
+    or no store (yet)."""
+    if not store or not (Path(store).expanduser() / "header.json").is_file():
+        return None
+    header = read_header(Path(store).expanduser())
+    if not header.get("regions"):
+        return None
+    return {"name": "regions", "dim": header["dim"], "grid_dim": header["regions"]["width"], "weights": header["weights"]}
+
+
 def caption_ids(data_cfg: Any) -> list[str] | None:
     """The image ids a data config's source names (every split; images are not opened), or None without one."""
     if data_cfg is None:

@@ -11,8 +11,15 @@ from typing import Any, Iterable
 
 import torch
 
-from captioning.decoding.search import (Decoder, check_search, keep_best, length_penalty_of, mask_log_probs,
-                                        reach, trim_padding)
+from captioning.decoding.search import (
+    Decoder,
+    check_search,
+    keep_best,
+    length_penalty_of,
+    mask_log_probs,
+    reach,
+    trim_padding,
+)
 
 
 @torch.no_grad()

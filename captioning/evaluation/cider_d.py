@@ -115,4 +115,4 @@ class CiderD:
         """One score per caption; `references[i]` are caption i's image's references, `keys[i]` that image's id
         (samples of one image share its cached reference vectors)."""
         keys = keys if keys is not None else [None] * len(captions)
-        return np.array([self.score(c, r, k) for c, r, k in zip(captions, references, keys)])
+        return np.array([self.score(c, r, k) for c, r, k in zip(captions, references, keys, strict=True)])

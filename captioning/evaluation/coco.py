@@ -23,7 +23,14 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice.spice import Spice
 
 from captioning.evaluation.java import (  # noqa: F401  (re-exported: the metrics' Java side)
-    QuickMeteor, ScorerError, find_java, java_on_path, java_version, one_line, ptb_tokenize)
+    QuickMeteor,
+    ScorerError,
+    find_java,
+    java_on_path,
+    java_version,
+    one_line,
+    ptb_tokenize,
+)
 from captioning.vocab import tokenize
 
 log = logging.getLogger(__name__)

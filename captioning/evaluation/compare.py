@@ -47,7 +47,8 @@ def read_per_image(folder: str | Path, metric: str) -> PerImage:
             try:
                 score = float(row[metric])
             except (TypeError, ValueError):
-                raise DataError(f"{path}: line {line}: {metric} {row[metric]!r} of image id {key!r} is not a number")
+                raise DataError(f"{path}: line {line}: {metric} {row[metric]!r} of image id {key!r} "
+                                "is not a number") from None
             if not np.isfinite(score):
                 raise DataError(f"{path}: line {line}: {metric} of image id {key!r} is {score}")
             scores[key], references[key] = score, row["references"]
@@ -113,7 +114,7 @@ def compare_evaluations(base: list[str], other: list[str], *, metric: str, sampl
     return {"metric": metric, "images": scores["base"].shape[1], "samples": samples, "seed": seed,
             "confidence": confidence,
             "runs": {side: [{"folder": str(run.path.parent), "score": float(row.mean())}
-                            for run, row in zip(runs[side], scores[side])] for side in runs},
+                            for run, row in zip(runs[side], scores[side], strict=True)] for side in runs},
             **result}
 
 

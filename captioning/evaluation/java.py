@@ -108,7 +108,7 @@ def ptb_tokenize(captions: dict, java: str) -> dict:
     if len(lines) != len(keys):  # one line per caption, or every caption after a stray break is misattributed
         raise ScorerError(f"the PTB tokenizer returned {len(lines)} lines for {len(keys)} captions")
     tokenized = {key: [] for key in captions}
-    for key, line in zip(keys, lines):
+    for key, line in zip(keys, lines, strict=True):
         tokenized[key].append(" ".join(word for word in line.rstrip().split(" ") if word not in PUNCTUATIONS))
     return tokenized
 

@@ -26,7 +26,7 @@ def cider(hypotheses: list[list[str]], references: list[list[list[str]]]) -> flo
     runs on PTB tokens, and the document frequencies come from the references passed here.
     """
     scorer = CiderScorer(n=4, sigma=6.0)
-    for hypothesis, refs in zip(hypotheses, references):
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
         scorer += (" ".join(hypothesis), [" ".join(ref) for ref in refs])
     score, _ = scorer.compute_score()
     return 100.0 * float(score)

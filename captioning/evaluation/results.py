@@ -94,7 +94,7 @@ class Coverage:
 
     def problems(self) -> list[str]:
         lines = []
-        for name, ids, meaning in (("missing", self.missing, "annotated images have no result"),
+        for _name, ids, meaning in (("missing", self.missing, "annotated images have no result"),
                                    ("extra", self.extra, "results name images absent from the annotations"),
                                    ("duplicate", self.duplicate, "images have more than one result"),
                                    ("empty", self.empty, "results have an empty caption")):

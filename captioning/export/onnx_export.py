@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from captioning.checkpoint import load_checkpoint
+from captioning.data.batches import Features
 from captioning.inference.captioner import Captioner
-from captioning.models.memory import Features
 
 FORMAT = 1  # captioner.json layout version, checked by the runtime
 
@@ -83,7 +83,7 @@ def export_onnx(checkpoint: str | Path, output_dir: str | Path, *, opset: int = 
                   (StepGraph(decoder), (tokens, *state), ["tokens", *state_names],
                    ["log_probs", *(f"next_{name}" for name in state_names)],
                    dict.fromkeys(["tokens", *state_names], rows))]
-        for (graph, args, inputs, outputs, dynamic), name in zip(graphs, names):
+        for (graph, args, inputs, outputs, dynamic), name in zip(graphs, names, strict=False):
             with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice; its graphs are plain ONNX
                 warnings.simplefilter("ignore")
                 torch.onnx.export(graph, args, str(output_dir / name), input_names=inputs, output_names=outputs,

@@ -61,12 +61,12 @@ class OnnxCaptioner:
         return self.encoder.run(None, {"images": images.astype(np.float32)})
 
     def initial_state(self, memory: list[np.ndarray]) -> list[np.ndarray]:
-        return self.init.run(None, feed(self.init, dict(zip(self.spec["memory"], memory))))
+        return self.init.run(None, feed(self.init, dict(zip(self.spec["memory"], memory, strict=True))))
 
     def step(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """tokens (R,) -> log_probs (R, V) and the new state (rows on axis 0)."""
         out = self.step_graph.run(None, feed(self.step_graph, {"tokens": tokens.astype(np.int64),
-                                                               **dict(zip(self.spec["state"], state))}))
+                                                               **dict(zip(self.spec["state"], state, strict=True))}))
         return out[0], out[1:]
 
     def beam_search(self, memory: list[np.ndarray], *, beam_size: int = 3, n_best: int = 1,
@@ -147,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     captioner = OnnxCaptioner(args.export_dir)
     for path, result in zip(args.images, captioner.caption(args.images, beam_size=args.beam_size, n_best=args.n_best,
-                                                            length_penalty=args.length_penalty)):
+                                                            length_penalty=args.length_penalty), strict=True):
         print(f"{path}\t{result['caption']}")
 
 

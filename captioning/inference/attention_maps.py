@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from captioning.data.transforms import decode_size
+from captioning.config import OptionError
 from captioning.data.images import load_rgb
+from captioning.data.transforms import decode_size
 from captioning.inference.captioner import Caption, Captioner, grid_shape
-from captioning.options import OptionError
 
 PANELS_PER_ROW = 5
 
@@ -51,7 +51,7 @@ def attention_figure(image: Image.Image, caption: Caption, preprocess: dict):
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False, dpi=80)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, word, weights in zip(axes.flat, words, caption.attention):
+    for axis, word, weights in zip(axes.flat, words, caption.attention, strict=False):
         heat = upsampled(weights, caption.grid, (view.height, view.width))
         overlay = plt.get_cmap("inferno")(heat)  # (H, W, 4): opaque where the word looked, clear where it did not
         overlay[..., 3] = 0.75 * heat
@@ -138,7 +138,7 @@ def validation_maps(model: torch.nn.Module, vocab, preprocess: dict, max_words: 
         tokens, scores = captioner.decode(memory, beam_size=1)
         captions = captioner.to_captions(tokens, scores)
         arrays = []
-        for path, caption, weights in zip(images, captions, captioner.attention(memory, tokens[:, 0])):
+        for path, caption, weights in zip(images, captions, captioner.attention(memory, tokens[:, 0]), strict=True):
             caption.attention, caption.grid = weights.tolist(), grid_shape(weights.size(1))
             arrays.append(attention_array(load_rgb(path), caption, preprocess))
     finally:

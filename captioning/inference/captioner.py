@@ -9,19 +9,19 @@ from typing import Any, Sequence
 import torch
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.data.batches import Features
 from captioning.data.feature_rows import StoreRows
 from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
 from captioning.data.transforms import build_transform
 from captioning.decoding import beam_search, diverse_beam_search, sample
+from captioning.execution import resolve_device
 from captioning.inference.ensemble import EnsembleModel, check_members
-from captioning.models.captioner import (
+from captioning.models.caption_model import (
     CaptionModel,
     build_caption_model,
     check_model_spec,
 )
-from captioning.models.memory import Features
 from captioning.registry import SpecError
-from captioning.runtime import resolve_device
 from captioning.vocab import Vocabulary
 
 
@@ -150,9 +150,9 @@ class Captioner:
     def to_captions(self, tokens: torch.Tensor, scores: torch.Tensor) -> list[Caption]:
         """tokens (B, n_best, T), scores (B, n_best) -> one Caption per input."""
         captions = []
-        for rows, row_scores in zip(tokens.tolist(), scores.tolist()):
+        for rows, row_scores in zip(tokens.tolist(), scores.tolist(), strict=True):
             ranked = [{"caption": self.vocab.decode(row), "score": score}
-                      for row, score in zip(rows, row_scores) if score > float("-inf")]
+                      for row, score in zip(rows, row_scores, strict=True) if score > float("-inf")]
             captions.append(Caption(ranked[0]["caption"], ranked[0]["score"], ranked[1:]))
         return captions
 
@@ -162,7 +162,7 @@ class Captioner:
         tokens, scores = self.decode(memory, **decode)
         captions = self.to_captions(tokens, scores)
         if return_attention:
-            for caption, weights in zip(captions, self.attention(memory, tokens[:, 0])):
+            for caption, weights in zip(captions, self.attention(memory, tokens[:, 0]), strict=True):
                 caption.attention = [[round(float(w), 5) for w in row] for row in weights]
                 caption.grid = grid_shape(weights.size(1))
         return captions
@@ -180,7 +180,7 @@ class Captioner:
         start = torch.full_like(tokens[:, :1], self.vocab.start)
         weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
         lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]
-        return [w[:n].float().cpu() for w, n in zip(weights, lengths)]
+        return [w[:n].float().cpu() for w, n in zip(weights, lengths, strict=True)]
 
     def caption_rows(self, rows: StoreRows, *, batch_size: int = 32, **decode) -> list[Caption]:
         """One Caption per record of a feature store's `rows` (`FeatureStore.reader`), read a batch at a time."""

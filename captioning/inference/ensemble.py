@@ -51,15 +51,15 @@ class EnsembleDecoder(nn.Module):
         self.members = nn.ModuleList(decoders)
 
     def init_state(self, memory: EnsembleMemory) -> tuple:
-        return tuple(decoder.init_state(part) for decoder, part in zip(self.members, memory.members))
+        return tuple(decoder.init_state(part) for decoder, part in zip(self.members, memory.members, strict=True))
 
     def step(self, tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
-        steps = [decoder.step(tokens, part) for decoder, part in zip(self.members, state)]
+        steps = [decoder.step(tokens, part) for decoder, part in zip(self.members, state, strict=True)]
         log_probs = torch.stack([log_probs.float() for log_probs, _ in steps]).mean(dim=0)  # (N, V)
         return log_probs, tuple(part for _, part in steps)
 
     def reorder_state(self, state: tuple, rows: torch.Tensor) -> tuple:
-        return tuple(decoder.reorder_state(part, rows) for decoder, part in zip(self.members, state))
+        return tuple(decoder.reorder_state(part, rows) for decoder, part in zip(self.members, state, strict=True))
 
 
 class EnsembleModel(nn.Module):
@@ -84,7 +84,8 @@ def check_members(members: list[tuple[Any, str]]) -> None:
             if mine != theirs:
                 detail = f": {mine} against {theirs}"
                 if what == "vocab":
-                    index = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+                    index = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
+                                 min(len(mine), len(theirs)))
                     detail = f" ({len(mine)} words against {len(theirs)}, first different at index {index})"
                 raise ValueError(f"{path}: {what} differs from the first member's ({first_path}){detail}; the members "
                                  "of an ensemble must share it")

@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
 
+from captioning.config import OptionError
 from captioning.data.images import ImageReadError
 from captioning.inference.captioner import Caption
-from captioning.options import OptionError
 
 
 def chunks(items: list, size: int) -> Iterable[list]:
@@ -98,7 +98,7 @@ def caption_paths(paths: list[Path], load: Callable[[Path], object], caption_bat
                 skipped += 1
         if not loaded:
             continue
-        for (path, _), caption in zip(loaded, caption_batch([item for _, item in loaded])):
+        for (path, _), caption in zip(loaded, caption_batch([item for _, item in loaded]), strict=True):
             results.append({kind: str(path), **{key: value for key, value in asdict(caption).items()
                                                  if value is not None}})
             print(f"{path}\t{caption.caption}", flush=True)

@@ -81,7 +81,7 @@ def evaluate_checkpoints(checkpoint: str | Path | list, *, task: str, split: str
     start = time.perf_counter()
     captions = (captioner.caption_rows(rows, batch_size=batch_size, **decode) if rows is not None else
                 captioner.caption([record.image_path for record in records], batch_size=batch_size, **decode))
-    hypotheses = {record.image_id: caption.caption for record, caption in zip(records, captions)}
+    hypotheses = {record.image_id: caption.caption for record, caption in zip(records, captions, strict=True)}
     decode_seconds = time.perf_counter() - start
     references = {record.image_id: record.captions for record in records}
 

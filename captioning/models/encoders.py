@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.models.memory import Features
+from captioning.data.batches import Features
 from captioning.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class TinyCNN(nn.Module):
                              f"(blocks {blocks}, from 1 to 6)")
         channels = [3] + [width * min(2 ** i, 4) for i in range(blocks)]
         layers = []
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
         grid = image_size // 2 ** blocks
@@ -225,10 +225,10 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
         target = model.state_dict()
         if len(source) != len(target):
             raise RuntimeError(f"{path}: {len(source)} tensors, but tf_efficientnet_lite0 has {len(target)}")
-        for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
             if tensor.shape != expected.shape:
                 raise RuntimeError(f"{path}: {source_key} {tuple(tensor.shape)} does not fit {target_key} {tuple(expected.shape)}")
-        model.load_state_dict(dict(zip(target.keys(), source.values())))
+        model.load_state_dict(dict(zip(target.keys(), source.values(), strict=True)))
     return model
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.data.datasets import Clips
+from captioning.data.batches import Clips
 from captioning.models.temporal import TemporalLSTM, TimeDistributed
 from captioning.registry import Registry
 

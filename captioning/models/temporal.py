@@ -13,10 +13,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from captioning.data.datasets import Clips
+from captioning.data.batches import Clips, Features
 from captioning.models.decoders.base import CaptionDecoder
 from captioning.models.encoders import ImageEncoder
-from captioning.models.memory import Features
 from captioning.registry import Registry
 
 TEMPORAL = Registry("temporal model")

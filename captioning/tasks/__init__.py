@@ -13,16 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, check_finite, check_resumable, load_checkpoint
-from captioning.models.captioner import check_model_spec
-from captioning.options import OptionError, check_options, check_scst_samples, show
-from captioning.registry import plain
+from captioning.config import OptionError, check_options, show
+from captioning.execution import rank_seed, resolve_amp, seed_everything
+from captioning.models.caption_model import check_model_spec
 from captioning.provenance import write_provenance
-from captioning.runtime import rank_seed, resolve_amp, seed_everything
+from captioning.registry import plain
 from captioning.tasks import activity, captioning  # noqa: F401  (register the tasks)
 from captioning.tasks.base import TASKS, Task, read_checkpoint, task_of
 from captioning.training.loop import fit
-from captioning.training.scheduled_sampling import schedule_of
 from captioning.training.run_log import RunLog, claim_run_dir
+from captioning.training.scheduled_sampling import schedule_of
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ def check_task(cfg: DictConfig) -> Task:
     if cfg.train.get("objective", "xe") == "scst":
         if "scst" not in task.objectives:
             raise OptionError(f"train.objective=scst: task {task.name!r} trains with {' | '.join(task.objectives)} only")
-        check_scst_samples(cfg.train.scst, "train.scst")
         if sampling_prob > 0:
             raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: scheduled sampling is for "
                               "cross-entropy training; expected 0 with train.objective=scst")
@@ -121,9 +120,9 @@ def extract(cfg: DictConfig) -> Path:
     check_options(cfg, "extract")
     from captioning.data.features import extract_features
     from captioning.data.loading import load_splits
-    from captioning.models.captioner import build_encoder
+    from captioning.execution import resolve_device
+    from captioning.models.caption_model import build_encoder
     from captioning.registry import plain
-    from captioning.runtime import resolve_device
 
     device = resolve_device(cfg.device)
     splits = load_splits(cfg.data, verify=tuple(cfg.splits))

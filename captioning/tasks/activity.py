@@ -25,12 +25,20 @@ from captioning.data.sources.clips import check_labels
 from captioning.data.transforms import build_transform
 from captioning.evaluation.classification import ACTIVITY_METRICS, activity_metrics, plot_confusion
 from captioning.evaluation.report import claim_outputs, evaluation_id, record_outputs, sha256_of
-from captioning.models.captioner import build_activity_model, check_model_spec
-from captioning.registry import plain
-from captioning.runtime import autocast, resolve_device, to_device
-from captioning.tasks.base import TASKS, Task, part_prefixes, read_checkpoint, shared_parts, slow_parts, warm_start
-from captioning.tasks.base import data_extras
+from captioning.execution import autocast, resolve_device, to_device
 from captioning.inference.scoring import read_split
+from captioning.models.caption_model import build_activity_model, check_model_spec
+from captioning.registry import plain
+from captioning.tasks.base import (
+    TASKS,
+    Task,
+    data_extras,
+    part_prefixes,
+    read_checkpoint,
+    shared_parts,
+    slow_parts,
+    warm_start,
+)
 from captioning.tasks.captioning import in_order
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
@@ -50,7 +58,8 @@ def predict(model, loader, device: torch.device, *, cached: bool,
         with autocast(device, amp_dtype):
             logits = model.logits(batch["input"], cached).float()  # (B, K)
         total += F.cross_entropy(logits, batch["label"], reduction="sum").item()
-        for index, row, label in zip(batch["index"].tolist(), logits.argmax(1).tolist(), batch["label"].tolist()):
+        for index, row, label in zip(batch["index"].tolist(), logits.argmax(1).tolist(), batch["label"].tolist(),
+                                     strict=True):
             rows[index] = (row, label)
     rows = distributed.gather_dict(rows)
     total, _ = distributed.sum_all(total, 0, device=device)
@@ -117,10 +126,11 @@ class ActivityTask(Task):
         extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "classes": classes,
                   "frames": inputs.frames, "preprocess": model.encoder.preprocess,
                   "data": data_extras(cfg.data)}
-        return TaskRun(model, lambda parallel, batch: parallel(batch["input"], batch["label"], cached), sampler,
-                       train_loader, validate, self.metrics, extras,
-                       lambda m: f"val loss {m['loss']:.3f} | top-1 {m['accuracy']:.1f}% | "
-                                 f"mean class {m['mean_class_accuracy']:.1f}%", slow_parts(model, self.label_part, init))
+        return TaskRun(model=model, loss=lambda parallel, batch: parallel(batch["input"], batch["label"], cached),
+                       sampler=sampler, train_loader=train_loader, validate=validate, metrics=self.metrics,
+                       extras=extras, summary=lambda m: f"val loss {m['loss']:.3f} | top-1 {m['accuracy']:.1f}% | "
+                                                        f"mean class {m['mean_class_accuracy']:.1f}%",
+                       pretrained=slow_parts(model, self.label_part, init))
 
     def finish(self, cfg: DictConfig, run: TaskRun, result: dict, device: torch.device) -> None:
         if cfg.train.evaluate_test and self.has_test:
@@ -163,7 +173,7 @@ class ActivityTask(Task):
             writer = csv.writer(file)
             writer.writerow(["clip_id", "label", "predicted"])
             writer.writerows((record.clip_id, classes[true], classes[guess])
-                             for record, true, guess in zip(records, target.tolist(), predicted.tolist()))
+                             for record, true, guess in zip(records, target.tolist(), predicted.tolist(), strict=True))
         plot_confusion(np.array(metrics["confusion"]), classes, output_dir / "confusion.png",
                        f"{split}: top-1 {metrics['accuracy']:.1f}% ({len(records)} clips)")
         report = {"mode": "activity", "task": self.name,

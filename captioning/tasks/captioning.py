@@ -10,23 +10,23 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from captioning import distributed
+from captioning.data.batches import Features
 from captioning.data.datasets import CaptionDataset
-from captioning.data.feature_rows import StoreRows, placement
+from captioning.data.feature_rows import StoreRows, item_reader
 from captioning.data.features import FeatureStore, cache_features, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
 from captioning.data.loading import image_options, make_loader
 from captioning.data.records import clean_captions
+from captioning.data.regions import region_encoder
 from captioning.data.sampler import EpochSampler
 from captioning.data.sources import read_source
-from captioning.data.store_files import read_header
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
 from captioning.inference.attention_maps import map_writer, validation_maps
 from captioning.inference.captioner import Captioner, check_caption_payload
 from captioning.inference.paths import caption_paths
 from captioning.inference.scoring import evaluate_checkpoints
-from captioning.models.captioner import build_caption_model
-from captioning.models.memory import Features
+from captioning.models.caption_model import build_caption_model
 from captioning.registry import plain
 from captioning.tasks.base import (
     TASKS,
@@ -41,7 +41,7 @@ from captioning.tasks.base import (
 )
 from captioning.training.loop import TaskRun
 from captioning.training.run_log import RunLog
-from captioning.training.scheduled_sampling import sampling_probability, schedule_of
+from captioning.training.scheduled_sampling import CrossEntropy, schedule_of
 from captioning.training.scst import self_critical
 from captioning.training.validation import CAPTION_METRICS, greedy_captions, validate
 from captioning.vocab import Vocabulary, check_vocabulary
@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 
 def in_order(count: int) -> list[tuple[int, int]]:
     return [(index, 0) for index in range(count)]
+
+
+def summary_line(metrics: dict) -> str:
+    return (f"val loss {metrics['loss']:.3f} | BLEU-1 {metrics['BLEU-1']:.1f} BLEU-4 {metrics['BLEU-4']:.1f} "
+            f"CIDEr {metrics['CIDEr']:.1f}")
 
 
 class CaptionTask(Task):
@@ -73,15 +78,7 @@ class CaptionTask(Task):
         splits = self.load_data(cfg, captions=True)
         start = resume or init
         shared = shared_parts(self.model_parts, start)
-        if self.label_part in shared:  # the decoder comes from the checkpoint: so do the words it was trained on
-            vocab, origin = Vocabulary(start["vocab"]), f"from the start checkpoint ({start['task']})"
-        else:
-            vocab = Vocabulary.build((c for r in splits["train"] for c in r.captions), cfg.vocab.min_count)
-            check_vocabulary(vocab, cfg.vocab.min_count, f"data.source ({cfg.data.name}): train split")
-            origin = f"min_count={cfg.vocab.min_count}, train split only"
-        run_log.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
-        log.info("vocabulary: %d words (%s)", len(vocab), origin)
-
+        vocab = self.vocabulary(cfg, splits["train"], start, shared, run_log)
         spec = self.model_spec(cfg)
         model = build_caption_model(spec, len(vocab), pretrained="encoder" not in shared).to(device)
         distributed.broadcast_module(model)
@@ -90,72 +87,79 @@ class CaptionTask(Task):
         inherit_encoder_identity(model, start, shared)  # which pretrained weights a copied frozen encoder holds
         inputs = self.inputs(cfg.data, model.encoder.trainable)
         tables, cached = self.model_inputs(splits, model, inputs, cfg, device, amp_dtype)
-
-        def lookup(table):
-            if not cached:
-                return table
-            if isinstance(table, StoreRows):
-                return table.item
-            if "grid" in table:
-                return lambda i: Features(table["pooled"][i], table["grid"][i])
-            return table["pooled"].__getitem__ if "pooled" in table else lambda i: (table["frames"][i], table["mask"][i])
-
-        max_words, world, batch_size = cfg.vocab.max_words, distributed.world_size(), cfg.train.batch_size
-        train_set = CaptionDataset(splits["train"], vocab, max_words, lookup(tables["train"]))
-        val_set = CaptionDataset(splits["val"], vocab, max_words, lookup(tables["val"]))
+        train_set, val_set = (CaptionDataset(splits[split], vocab, cfg.vocab.max_words, item_reader(tables[split], cached))
+                              for split in ("train", "val"))
         scst = cfg.train.get("objective", "xe") == "scst"  # self-critical: every image once per epoch
-        sampler = EpochSampler([len(r.captions) for r in splits["train"]], "random_caption" if scst else cfg.data.sampling,
-                               shuffle=True,
-                               seed=cfg.seed, batch_size=batch_size, rank=distributed.rank(), world_size=world,
-                               lengths=train_set.caption_lengths(), bucket=cfg.train.bucket_pool)
-        per_rank = batch_size // world  # train.batch_size is the global batch
-
-        def loader(dataset, order):
-            return make_loader(dataset, order, per_rank, cfg.data, device, collate_fn=inputs.collate)
-
-        train = tables["train"]
-        if isinstance(train, StoreRows):  # each batch's rows read from the store, prefetched
-            train_loader = TensorBatches(train, train_set.tokens, sampler, per_rank, device)
-        elif cached and "pooled" in train:  # batches indexed out of tensors on the device
-            features = Features(train["pooled"], train["grid"]) if "grid" in train else train["pooled"]
-            train_loader = TensorBatches(features, train_set.tokens, sampler, per_rank, device)
+        mode = "random_caption" if scst else cfg.data.sampling
+        sampler = EpochSampler([len(r.captions) for r in splits["train"]], mode, shuffle=True, seed=cfg.seed,
+                               batch_size=cfg.train.batch_size, rank=distributed.rank(),
+                               world_size=distributed.world_size(), lengths=train_set.caption_lengths(),
+                               bucket=cfg.train.bucket_pool)
+        per_rank = cfg.train.batch_size // distributed.world_size()  # train.batch_size is the global batch
+        validate_captions = self.validation(cfg, model, vocab, splits["val"], val_set, inputs, device, amp_dtype,
+                                            cached, run_log)
+        extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),
+                  "preprocess": model.encoder.preprocess, "max_words": cfg.vocab.max_words, **encoder_extras(model),
+                  "data": data_extras(cfg.data), **inputs.checkpoint_extras}
+        if scst:
+            loss, validate_captions = self_critical(model, vocab, splits["train"], cfg, cached, run_log,
+                                                    validate_captions)
         else:
-            train_loader = loader(train_set, sampler)
-        val_pairs = list(EpochSampler([len(r.captions) for r in splits["val"]], "pairs", shuffle=False))
-        val_loss_loader = loader(val_set, distributed.shard(val_pairs))
-        val_caption_loader = loader(val_set, distributed.shard(in_order(len(val_set))))
-        references = [r.captions for r in splits["val"]]
+            loss = CrossEntropy(cached, sampler, schedule_of(cfg.train))
+        return TaskRun(model=model, loss=loss, sampler=sampler,
+                       train_loader=self.train_batches(tables["train"], train_set, sampler, per_rank, inputs, cfg,
+                                                       device, cached),
+                       validate=validate_captions, metrics=self.metrics, extras=extras, summary=summary_line,
+                       pretrained=slow_parts(model, self.label_part, init))
+
+    def vocabulary(self, cfg: DictConfig, train: list, start: dict | None, shared: set, run_log: RunLog) -> Vocabulary:
+        """The start checkpoint's words when its decoder is taken over, else the training captions' (written to the
+        run folder as vocab.json)."""
+        if self.label_part in shared:  # the decoder comes from the checkpoint: so do the words it was trained on
+            vocab, origin = Vocabulary(start["vocab"]), f"from the start checkpoint ({start['task']})"
+        else:
+            vocab = Vocabulary.build((c for r in train for c in r.captions), cfg.vocab.min_count)
+            check_vocabulary(vocab, cfg.vocab.min_count, f"data.source ({cfg.data.name}): train split")
+            origin = f"min_count={cfg.vocab.min_count}, train split only"
+        run_log.text("vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+        log.info("vocabulary: %d words (%s)", len(vocab), origin)
+        return vocab
+
+    def train_batches(self, table, dataset: CaptionDataset, sampler: EpochSampler, per_rank: int, inputs,
+                      cfg: DictConfig, device: torch.device, cached: bool):
+        """Store rows read per batch, tensors indexed on the device, or a DataLoader over images or clips."""
+        if isinstance(table, StoreRows):  # each batch's rows read from the store, prefetched
+            return TensorBatches(table, dataset.tokens, sampler, per_rank, device)
+        if cached and "pooled" in table:  # batches indexed out of tensors on the device
+            features = Features(table["pooled"], table["grid"]) if "grid" in table else table["pooled"]
+            return TensorBatches(features, dataset.tokens, sampler, per_rank, device)
+        return make_loader(dataset, sampler, per_rank, cfg.data, device, collate_fn=inputs.collate)
+
+    def validation(self, cfg: DictConfig, model, vocab: Vocabulary, records: list, dataset: CaptionDataset, inputs,
+                   device: torch.device, amp_dtype: torch.dtype | None, cached: bool, run_log: RunLog):
+        """-> `validate()`: val loss and greedy-caption metrics (and, every validation, a few attention maps to
+        TensorBoard with `train.attention_maps`), each rank on its shard."""
+        per_rank = cfg.train.batch_size // distributed.world_size()
+        pairs = list(EpochSampler([len(r.captions) for r in records], "pairs", shuffle=False))
+        loss_loader, caption_loader = (make_loader(dataset, distributed.shard(order), per_rank, cfg.data, device,
+                                                   collate_fn=inputs.collate)
+                                       for order in (pairs, in_order(len(dataset))))
+        references, max_words = [r.captions for r in records], cfg.vocab.max_words
+        drawable = hasattr(model.decoder, "attention_weights") and model.encoder.preprocess is not None  # images
+        shown = cfg.train.get("attention_maps", 0) if drawable else 0
 
         def validate_captions() -> tuple[dict, list[str]]:
-            metrics, captions = validate(model, val_loss_loader, val_caption_loader, references, vocab, device,
+            metrics, captions = validate(model, loss_loader, caption_loader, references, vocab, device,
                                          cached=cached, max_tokens=max_words + 1, amp_dtype=amp_dtype)
-            drawable = hasattr(model.decoder, "attention_weights") and model.encoder.preprocess is not None  # images
-            shown = cfg.train.get("attention_maps", 0) if drawable else 0
             if shown and distributed.is_main():  # where a few validation captions looked, to TensorBoard
-                batch = next(iter(val_caption_loader))
+                batch = next(iter(caption_loader))
                 rows = torch.arange(min(shown, len(batch["index"])))
-                inputs = batch["input"].index_select(0, rows).to(device)
-                run_log.images("val/attention", validation_maps(
-                    model, vocab, model.encoder.preprocess, max_words, [splits["val"][int(i)].image_path
-                                                                         for i in batch["index"][rows]],
-                    model.memory(inputs, cached).float(), device))
+                memory = model.memory(batch["input"].index_select(0, rows).to(device), cached).float()
+                paths = [records[int(i)].image_path for i in batch["index"][rows]]
+                run_log.images("val/attention", validation_maps(model, vocab, model.encoder.preprocess, max_words,
+                                                                paths, memory, device))
             return metrics, [f"`{' '.join(captions[i])}` (ref: {references[i][0]})" for i in sorted(captions)[:5]]
-
-        extras = {"task": self.name, "model_spec": spec, "parts": part_prefixes(model), "vocab": vocab.to_json(),
-                  "preprocess": model.encoder.preprocess, "max_words": max_words, **encoder_extras(model),
-                  "data": data_extras(cfg.data), **inputs.checkpoint_extras}
-        pretrained = slow_parts(model, self.label_part, init)
-        schedule = schedule_of(cfg.train)
-
-        def xe(parallel, batch):  # the epoch's scheduled-sampling probability (0: plain teacher forcing)
-            return parallel(batch["input"], batch["tokens"], cached,
-                            sampling_prob=sampling_probability(sampler.epoch, **schedule))
-        loss, validate_captions = (self_critical(model, vocab, splits["train"], cfg, cached, run_log, validate_captions)
-                                   if scst else (xe, validate_captions))
-        return TaskRun(model, loss, sampler,
-                       train_loader, validate_captions, self.metrics, extras,
-                       lambda m: f"val loss {m['loss']:.3f} | BLEU-1 {m['BLEU-1']:.1f} BLEU-4 {m['BLEU-4']:.1f} "
-                                 f"CIDEr {m['CIDEr']:.1f}", pretrained)
+        return validate_captions
 
     def model_spec(self, cfg: DictConfig) -> dict:
         """The model this run builds: `cfg.model` as plain data."""
@@ -248,14 +252,11 @@ class ImageCaptionTask(CaptionTask):
         """A store of precomputed regions (scripts/pack_region_features.py) is the encoder: its header gives the
         widths, whatever model.encoder says."""
         spec = plain(cfg.model)
-        store = cfg.data.get("features")
-        if store and (Path(store).expanduser() / "header.json").is_file():
-            header = read_header(Path(store).expanduser())
-            if header.get("regions"):
-                spec["encoder"] = {"name": "regions", "dim": header["dim"], "grid_dim": header["regions"]["width"],
-                                   "weights": header["weights"]}
-                log.info("model.encoder: the precomputed regions of %s (%d-wide regions, %d-wide pooled vectors)",
-                         store, header["regions"]["width"], header["dim"])
+        regions = region_encoder(cfg.data.get("features"))
+        if regions is not None:
+            spec["encoder"] = regions
+            log.info("model.encoder: the precomputed regions of %s (%d-wide regions, %d-wide pooled vectors)",
+                     cfg.data.features, regions["grid_dim"], regions["dim"])
         return spec
 
     def model_inputs(self, splits: dict, model, inputs, cfg: DictConfig, device: torch.device,
@@ -277,16 +278,11 @@ class ImageCaptionTask(CaptionTask):
         store.check_encoder(encoder)
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
-        readers = {split: store.reader(splits[split], grid=model.decoder.uses_grid) for split in ("train", "val")}
-        where = placement(data_cfg.get("features_in_memory", "auto"), sum(r.nbytes() for r in readers.values()),
-                          device, str(store.path))
+        tables, where = store.tables({split: splits[split] for split in ("train", "val")}, model.decoder.uses_grid,
+                                     data_cfg.get("features_in_memory", "auto"), device)
         log.info("features %s: %s", "in memory" if where.in_memory else "read from the store as batches need them",
                  where.reason)
-        if not where.in_memory:
-            return readers, True
-        if store.header.get("regions"):  # regions vary in number: batches are padded as they are read
-            return {split: reader.in_memory() for split, reader in readers.items()}, True
-        return {split: store.table(splits[split], grid=model.decoder.uses_grid) for split in ("train", "val")}, True
+        return tables, True
 
 
 @TASKS.register("video_caption")

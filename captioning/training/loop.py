@@ -21,7 +21,7 @@ from tqdm import tqdm
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, load_state
 from captioning.data.sampler import EpochSampler
-from captioning.runtime import autocast, batch_size, rng_state, set_rng_state, split_batch, to_device
+from captioning.execution import autocast, batch_size, rng_state, set_rng_state, split_batch, to_device
 from captioning.training.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -161,42 +161,77 @@ def restore(resume: dict, path: str, model: torch.nn.Module, optimizer: torch.op
     return resume["epoch"], resume["batch_in_epoch"], resume["step"], resume.get("best")
 
 
+@dataclass
+class Optimisation:
+    """What updates the weights: the optimizer, its schedule (stepped per epoch or per step) and the fp16 scaler."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    per_step: bool
+    scaler: torch.amp.GradScaler | None
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict() if self.scaler else None}
+
+
+def optimisation(cfg: DictConfig, model: torch.nn.Module, pretrained: list[torch.nn.Module],
+                 amp_dtype: torch.dtype | None) -> Optimisation:
+    """`optim` over the trainable parameters (the `pretrained` ones at `train.encoder_lr`), `scheduler`, and a
+    gradient scaler for fp16."""
+    encoder_lr = cfg.train.encoder_lr if cfg.train.encoder_lr is not None else cfg.optim.lr
+    optimizer = instantiate(cfg.optim)(optimizer_groups(model, pretrained, encoder_lr))
+    scheduler = instantiate(cfg.scheduler.build)(optimizer) if cfg.scheduler.build else None
+    return Optimisation(optimizer, scheduler, scheduler is not None and cfg.scheduler.interval == "step",
+                        torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
+
+
+class BestSoFar:
+    """The best validation so far by `train.select_metric`, in the direction the task gives it; kept in checkpoints,
+    so a resumed run goes on comparing against the same best."""
+
+    def __init__(self, select: str, metrics: dict[str, str], task: str, saved: dict | None = None):
+        if select not in metrics:
+            raise ValueError(f"train.select_metric={select!r} is not a validation metric of task {task!r}; "
+                             f"choose from {', '.join(metrics)}")
+        self.select, self.maximise = select, metrics[select] == "max"
+        self.best = saved or {"value": None, "epoch": None, "step": None}
+
+    def improved(self, metrics: dict) -> bool:
+        """Whether `metrics` (with epoch and step) beat the best so far; if so they become the best."""
+        value, best = metrics[self.select], self.best["value"]
+        if best is not None and not (value > best if self.maximise else value < best):
+            return False
+        self.best = {"value": value, "epoch": metrics["epoch"], "step": metrics["step"]}
+        return True
+
+
 def fit(cfg: DictConfig, run: TaskRun, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
         run_log: RunLog) -> dict:
     """Train `run.model` for `train.epochs` (or `train.max_steps`), validating after each epoch; -> final metrics."""
     model, train_cfg = run.model, cfg.train
-    select = train_cfg.select_metric
-    if select not in run.metrics:
-        raise ValueError(f"train.select_metric={select!r} is not a validation metric of task {cfg.task.name!r}; "
-                         f"choose from {', '.join(run.metrics)}")
-    maximise = run.metrics[select] == "max"
+    best = BestSoFar(train_cfg.select_metric, run.metrics, cfg.task.name)
     parallel = model
     if distributed.world_size() > 1:  # gradients averaged across processes; frozen parameters are left out
         parallel = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    encoder_lr = train_cfg.encoder_lr if train_cfg.encoder_lr is not None else cfg.optim.lr
-    optimizer = instantiate(cfg.optim)(optimizer_groups(model, run.pretrained, encoder_lr))
-    scheduler = instantiate(cfg.scheduler.build)(optimizer) if cfg.scheduler.build else None
-    per_step_schedule = scheduler is not None and cfg.scheduler.interval == "step"
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    opt = optimisation(cfg, model, run.pretrained, amp_dtype)
 
     epoch, batch_in_epoch, step = 0, 0, 0
-    best = {"value": None, "epoch": None, "step": None}
     if resume is not None:
-        epoch, batch_in_epoch, step, saved_best = restore(resume, train_cfg.resume, model, optimizer, scheduler, scaler)
-        best = saved_best or best
+        epoch, batch_in_epoch, step, saved_best = restore(resume, train_cfg.resume, model, opt.optimizer,
+                                                          opt.scheduler, opt.scaler)
+        best.best = saved_best or best.best
     steps_at_epoch_start = step - batch_in_epoch
 
     def payload(metrics: dict | None) -> dict:  # called on every rank: the RNG states are gathered from all of them
-        return {**run.extras, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "scaler": scaler.state_dict() if scaler else None, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "step": step, "rng": distributed.gather_list(rng_state()), "metrics": metrics, "best": best,
-                "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)}
+        return {**run.extras, "model": model.state_dict(), **opt.state(), "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch, "step": step, "rng": distributed.gather_list(rng_state()),
+                "metrics": metrics, "best": best.best, "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)}
 
     def on_step(done: int, loss: float) -> None:
         nonlocal step, batch_in_epoch
         step, batch_in_epoch = done, done - steps_at_epoch_start
-        run_log.step(step, epoch, loss, optimizer.param_groups[0]["lr"])
+        run_log.step(step, epoch, loss, opt.optimizer.param_groups[0]["lr"])
         if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0:
             run_log.checkpoint(payload(None), "last.pt")
 
@@ -204,31 +239,29 @@ def fit(cfg: DictConfig, run: TaskRun, device: torch.device, amp_dtype: torch.dt
     while epoch < train_cfg.epochs and (max_steps is None or step < max_steps):
         run.sampler.set_epoch(epoch, skip=batch_in_epoch * train_cfg.batch_size)
         steps_at_epoch_start = step - batch_in_epoch
-        step, stopped = train_one_epoch(parallel, run.train_loader, optimizer, device,
+        step, stopped = train_one_epoch(parallel, run.train_loader, opt.optimizer, device,
                                         lambda batch: run.loss(parallel, batch), step=step, max_steps=max_steps,
-                                        amp_dtype=amp_dtype, scaler=scaler, grad_clip=train_cfg.grad_clip,
-                                        scheduler=scheduler if per_step_schedule else None, on_step=on_step,
+                                        amp_dtype=amp_dtype, scaler=opt.scaler, grad_clip=train_cfg.grad_clip,
+                                        scheduler=opt.scheduler if opt.per_step else None, on_step=on_step,
                                         desc=f"epoch {epoch + 1}/{train_cfg.epochs}",
                                         micro_batch=train_cfg.get("micro_batch"))
         if stopped:  # a run stopped mid-epoch keeps (epoch, batch_in_epoch) so a resume continues it
             batch_in_epoch = step - steps_at_epoch_start
         else:
             epoch, batch_in_epoch = epoch + 1, 0
-            if scheduler is not None and not per_step_schedule:
-                scheduler.step()
+            if opt.scheduler is not None and not opt.per_step:
+                opt.scheduler.step()
         metrics, examples = run.validate()
         metrics.update(epoch=epoch, step=step)
         log.info("epoch %d step %d | %s", epoch, step, run.summary(metrics))
         run_log.validation(metrics, examples, step, names=tuple(run.metrics))
-        value = metrics[select]
-        if best["value"] is None or (value > best["value"] if maximise else value < best["value"]):
-            best = {"value": value, "epoch": epoch, "step": step}
+        if best.improved(metrics):
             run_log.checkpoint(payload(metrics), "best.pt")
         run_log.checkpoint(payload(metrics), "last.pt")
 
     if metrics is None:
         raise RuntimeError(f"nothing to train: epoch {epoch} >= train.epochs={train_cfg.epochs} "
                            f"or step {step} >= train.max_steps={max_steps}")
-    result = {**metrics, "select_metric": select, "select": best["value"], "best": best}
+    result = {**metrics, "select_metric": best.select, "select": best.best["value"], "best": best.best}
     run_log.finish(result)
     return result

@@ -23,3 +23,15 @@ def sampling_probability(epoch: int, *, start: int, increase_every: int, increas
     if epoch < start or max_prob <= 0:
         return 0.0
     return min(max_prob, increase_prob * ((epoch - start) // increase_every + 1))
+
+
+class CrossEntropy:
+    """A caption task's cross-entropy loss at the epoch's scheduled-sampling probability (0: plain teacher forcing):
+    `(model or its DDP wrapper, batch) -> (summed loss, words)`; `cached`: the batch holds features, not images."""
+
+    def __init__(self, cached: bool, sampler, schedule: dict):
+        self.cached, self.sampler, self.schedule = cached, sampler, schedule
+
+    def __call__(self, parallel, batch: dict):
+        return parallel(batch["input"], batch["tokens"], self.cached,
+                        sampling_prob=sampling_probability(self.sampler.epoch, **self.schedule))

@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 import torch
 
+from captioning.config import SCST_BASELINES as BASELINES  # the option schema and the loss share one list
 from captioning.decoding import Samples, greedy_search
 from captioning.evaluation.bleu_reward import sentence_bleu
 from captioning.evaluation.cider_d import CiderD
-from captioning.option_tables import SCST_BASELINES as BASELINES  # the option check and the loss share one list
 from captioning.vocab import tokenize
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SelfCritical:
         references = [self.references[i] for i in images]
         rewards = self.reward.scores(words, references, images)
         if self.bleu_weight:
-            rewards = [r + self.bleu_weight * sentence_bleu(w, refs) for r, w, refs in zip(rewards, words, references)]
+            rewards = [r + self.bleu_weight * sentence_bleu(w, refs) for r, w, refs in zip(rewards, words, references, strict=True)]
         return torch.tensor(rewards, dtype=torch.float32)
 
     def __call__(self, parallel: Any, batch: dict) -> tuple[torch.Tensor, int]:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from captioning import distributed
 from captioning.decoding import greedy_search
 from captioning.evaluation.metrics import bleu, cider
-from captioning.runtime import autocast
+from captioning.execution import autocast
 from captioning.vocab import Vocabulary, tokenize
 
 # What `validate` returns, each with the direction that is better (best.pt selection follows it).
@@ -41,7 +41,7 @@ def greedy_captions(model: torch.nn.Module, loader: Iterable[dict], vocab: Vocab
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         memory = model.memory(batch["input"].to(device), cached).float()
         tokens, _ = greedy_search(model.decoder, memory, start=vocab.start, end=vocab.end, max_tokens=max_tokens)
-        for index, row in zip(batch["index"].tolist(), tokens.tolist()):
+        for index, row in zip(batch["index"].tolist(), tokens.tolist(), strict=True):
             captions[index] = vocab.decode_tokens(row)
     return captions
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+import captioning.config  # noqa: F401  (a data config's `${source:NAME}` spec resolves wherever sources are read)
 from captioning.data.sources import clips, coco, flickr, karpathy, synthetic  # noqa: F401  (register the sources)
 from captioning.data.sources.registry import SOURCES
 

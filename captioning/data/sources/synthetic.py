@@ -25,10 +25,10 @@ import numpy as np
 
 from captioning.data.clips import ClipRecord
 from captioning.data.records import CaptionRecord
-from captioning.data.sources.registry import SOURCES
 from captioning.data.sources.clips import clip_splits
 from captioning.data.sources.coco import coco_splits
 from captioning.data.sources.drawing import draw_clip, draw_example
+from captioning.data.sources.registry import SOURCES
 
 # Bump one when its drawing or captions change, so old caches are not reused.
 IMAGES_VERSION = 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from captioning.data.batches import Features
 from captioning.models.decoders.base import DECODERS, CaptionDecoder
-from captioning.models.memory import Features
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
 

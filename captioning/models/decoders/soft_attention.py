@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from captioning.data.batches import Features
 from captioning.models.decoders.attend import (
     AdditiveAttention,
     GridAttentionDecoder,
@@ -20,7 +21,6 @@ from captioning.models.decoders.attend import (
     masked_grid,
 )
 from captioning.models.decoders.base import DECODERS, summed_cross_entropy
-from captioning.models.memory import Features
 
 
 @DECODERS.register("soft_attention")

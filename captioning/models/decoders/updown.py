@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from captioning.data.batches import Features
 from captioning.models.decoders.attend import AdditiveAttention, GridAttentionDecoder, GridState, masked_grid
 from captioning.models.decoders.base import DECODERS
-from captioning.models.memory import Features
 
 
 def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

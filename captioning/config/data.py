@@ -1,0 +1,148 @@
+"""The data group (conf/data/*.yaml over conf/common/data_options.yaml): one schema per data source.
+
+Each data key is written once, where users type it (`data.captions_file=...`, `data.train.annotations=...`). The
+source spec that loaders and checkpoints read (`data.source`, `{"name": ..., **arguments}`) is either written out
+(the synthetic sources: `data.source.num_train=...`) or made by the `${source:NAME}` resolver from the data keys
+whose field says `source=True`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from captioning.config.choices import Auto
+from captioning.config.fields import option
+
+
+class OnBad(Enum):
+    error = "error"
+    skip = "skip"
+
+
+class Verify(Enum):
+    none = "none"
+    header = "header"
+    full = "full"
+
+
+class Sampling(Enum):
+    random_caption = "random_caption"
+    pairs = "pairs"
+
+
+@dataclass
+class Augment:
+    hflip: bool = option()
+    random_resized_crop: bool = option()
+    color_jitter: float = option(ge=0)
+
+
+@dataclass
+class DataOptions:
+    """conf/common/data_options.yaml: what every source shares."""
+    name: str = option()
+    on_bad_image: OnBad = option()
+    on_bad_caption: OnBad = option()
+    verify_images: Verify = option()
+    allow_outside_root: bool = option()
+    max_image_pixels: Optional[int] = option(ge=0)  # 0 or null: no limit
+    jpeg_draft: bool = option()
+    sampling: Sampling = option()
+    augment: Augment = option()
+    features: Optional[str] = option(kind="path")
+    extract_features: bool = option()
+    features_in_memory: Auto = option()
+    num_workers: int = option(ge=0)
+    pin_memory: Auto = option()
+    source: Any = option(spec=True)  # checked by the source registry (validate)
+
+
+@dataclass
+class ClipData(DataOptions):
+    frames: int = option(ge=1)
+    keep_in_memory: bool = option()
+
+
+@dataclass
+class FlickrData(DataOptions):
+    captions_file: str = option(kind="path", source=True)
+    image_dir: str = option(kind="path", source=True)
+    split_file: Optional[str] = option(kind="path", source=True)
+
+
+@dataclass
+class KarpathyData(DataOptions):
+    dataset_json: str = option(kind="path", source=True)
+    image_root: str = option(kind="path", source=True)
+    restval_as_train: bool = option(source=True)
+
+
+@dataclass
+class CocoSplit:
+    annotations: Optional[str] = option(kind="path")
+    images: Optional[str] = option(kind="path")
+
+
+@dataclass
+class CocoData(DataOptions):
+    train: CocoSplit = option(source=True)
+    val: CocoSplit = option(source=True)
+    test: Optional[CocoSplit] = option(source=True)
+
+
+@dataclass
+class ClipSplit:
+    clips: Optional[str] = option(kind="path")
+    labels: Optional[str] = option(kind="path")
+    annotations: Optional[str] = option(kind="path")
+
+
+@dataclass
+class ClipsData(ClipData):
+    train: ClipSplit = option(source=True)
+    val: ClipSplit = option(source=True)
+    test: Optional[ClipSplit] = option(source=True)
+
+
+# the schema of each data group, by the registered source it reads (synthetic ones write their spec out)
+DATA_SCHEMAS = {"flickr": FlickrData, "karpathy": KarpathyData, "coco": CocoData, "clips": ClipsData,
+                "synthetic": DataOptions, "synthetic_clips": ClipData}
+
+
+def source_fields(schema: type) -> list[str]:
+    return [f.name for f in fields(schema) if f.metadata.get("source")]
+
+
+def source_spec(name: str, _parent_: DictConfig) -> dict:
+    """`${source:NAME}`: the spec of source NAME from the data keys beside it (a mandatory value left unset stays
+    `???`, so the spec can be listed before it is filled)."""
+    spec = {"name": name}
+    for key in source_fields(DATA_SCHEMAS[name]):
+        try:
+            value = _parent_[key]
+        except MissingMandatoryValue:
+            value = "???"
+        spec[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return spec
+
+
+OmegaConf.register_new_resolver("source", source_spec, replace=True)
+
+
+def data_schema(data: dict) -> type:
+    """The schema of a resolved data node: the one of the source it reads (a source registered elsewhere, e.g. a
+    plugin's: the options every source shares, and clips')."""
+    source = data.get("source")
+    return DATA_SCHEMAS.get(source.get("name") if isinstance(source, dict) else None, ClipData)
+
+
+def check_source(data: dict | None, key: str = "data.source") -> None:
+    """The data source spec against its registry (registered name, its arguments and their types)."""
+    if data is not None:
+        from captioning.data.sources import SOURCES
+
+        SOURCES.check(data.get("source"), key)

@@ -1,0 +1,5 @@
+"""Errors that every layer raises: the core defines them, so vocab and data share one `DataError`."""
+
+
+class DataError(ValueError):
+    """Caption data that cannot be used: the message names the file, key or id."""
