@@ -38,3 +38,14 @@ class ScstBaseline(Enum):
 
 
 SCST_BASELINES = tuple(member.value for member in ScstBaseline)
+
+
+class MeanMetric(Enum):
+    """compare's metric: the metrics whose corpus score is the mean of the per-image scores
+    (captioning/evaluation/compare.py takes its list from here)."""
+    cider = "CIDEr"
+    rouge_l = "ROUGE-L"
+    spice = "SPICE"
+
+
+MEAN_METRICS = tuple(member.value for member in MeanMetric)

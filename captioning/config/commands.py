@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from captioning.config.choices import Amp, Auto, Dtype, ScstBaseline, Split
+from captioning.config.choices import Amp, Auto, Dtype, MeanMetric, ScstBaseline, Split
 from captioning.config.data import DataOptions
 from captioning.config.fields import KINDS, OptionError, any_of, check_node, list_of, nullable, option
-from captioning.config.train import Decode, validate_scst
+from captioning.config.train import SEED, Decode, validate_scst
 
 FILES = any_of(KINDS["file"], list_of(KINDS["file"], "existing files"))   # one checkpoint, or an ensemble
 PATHS = any_of(KINDS["path"], list_of(KINDS["path"], "paths"))
@@ -101,21 +101,15 @@ class DemoConfig:
     max_image_pixels: Optional[int] = option(ge=1)
 
 
-class Metric(Enum):  # captioning.evaluation.compare.MEAN_METRICS (a layer above): the per-image means
-    cider = "CIDEr"
-    rouge_l = "ROUGE-L"
-    spice = "SPICE"
-
-
 @dataclass
 class CompareConfig:
     """conf/compare.yaml."""
     base: Any = option(accepts=PATHS)
     other: Any = option(accepts=PATHS)
-    metric: Metric = option()
+    metric: MeanMetric = option()
     samples: int = option(ge=100)
     confidence: float = option(gt=0, lt=1)
-    seed: int = option(ge=0, le=2**32 - 1)
+    seed: int = option(**SEED)
     output: Optional[str] = option(kind="path")
 
 

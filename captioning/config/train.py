@@ -62,10 +62,15 @@ class Vocab:
 
 
 @dataclass
-class Optim:
-    """conf/optim/*.yaml: a partial optimiser; keys an optimiser does not take are left out of its file."""
+class Partial:
+    """A callable Hydra builds with its arguments bound (`instantiate` gives a functools.partial)."""
     _target_: str = option()
     _partial_: bool = option()
+
+
+@dataclass
+class Optim(Partial):
+    """conf/optim/*.yaml: a partial optimiser; keys an optimiser does not take are left out of its file."""
     lr: float = option(gt=0)
     weight_decay: float = option(ge=0)
     momentum: float = option(ge=0)
@@ -73,9 +78,8 @@ class Optim:
 
 
 @dataclass
-class SchedulerBuild:
-    _target_: str = option()
-    _partial_: bool = option()
+class SchedulerBuild(Partial):
+    """conf/scheduler/*.yaml's build: a partial scheduler over the optimiser."""
     step_size: int = option(ge=1)
     gamma: float = option(gt=0)
     T_max: int = option(ge=1)

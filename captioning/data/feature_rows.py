@@ -7,7 +7,6 @@ order, for locality), so memory stays at a batch while the kernel's page cache, 
 """
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -17,12 +16,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from captioning.config.choices import Auto
 from captioning.data.batches import Features
 from captioning.data.records import DataError
 
-log = logging.getLogger(__name__)
-
-MODES = ("auto", True, False)  # data.features_in_memory
+MODES = tuple(member.value for member in Auto)  # data.features_in_memory
 MEMORY_SHARE = 0.5  # auto keeps a table in memory when it takes at most this share of the free memory
 
 
@@ -53,23 +51,16 @@ class StoreRows:
             return pooled
         if self.offsets is None:
             return Features(pooled, torch.from_numpy(self.grid[ordered][back]))
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        width = int((ends - starts).max())
-        grid = np.zeros((len(rows), width, self.grid.shape[1]), dtype=self.grid.dtype)
-        mask = np.zeros((len(rows), width), dtype=bool)
-        for i in order.tolist():  # store order again
-            count = int(ends[i] - starts[i])
-            grid[i, :count] = self.grid[starts[i]:ends[i]]
-            mask[i, :count] = True
-        return Features(pooled, torch.from_numpy(grid), torch.from_numpy(mask))
+        regions = {i: torch.from_numpy(np.array(self.grid[self.offsets[rows[i]]:self.offsets[rows[i] + 1]]))
+                   for i in order.tolist()}  # read in store order, then put in record order
+        grids = [regions[i] for i in range(len(rows))]
+        real = [torch.ones(len(grid), dtype=torch.bool) for grid in grids]  # every batch of regions has a mask
+        return Features.padded(pooled, grids, real)
 
     def item(self, index: int) -> torch.Tensor | Features:
         """One record's features (pooled (D,), grid (N, C)): `CaptionDataset`'s per-item lookup."""
         batch = self.read(np.array([index]))
-        if isinstance(batch, torch.Tensor):
-            return batch[0]
-        count = int(batch.mask[0].sum()) if batch.mask is not None else batch.grid.size(1)
-        return Features(batch.pooled[0], batch.grid[0, :count])
+        return batch[0] if isinstance(batch, torch.Tensor) else Features(batch.pooled[0], batch.grid[0])
 
     def in_memory(self) -> "StoreRows":
         """The same rows copied out of the memory maps into RAM (only the rows these records use)."""
@@ -87,11 +78,10 @@ class StoreRows:
         """The bytes these records' rows take in memory (each distinct row once)."""
         rows = np.unique(self.rows)
         total = len(rows) * self.pooled.shape[1] * 4  # pooled vectors are kept as float32
-        if self.grid is not None:
-            regions = (len(rows) * self.grid.shape[1] if self.offsets is None
-                       else int((self.offsets[rows + 1] - self.offsets[rows]).sum()))
-            total += regions * int(np.prod(self.grid.shape[-1:] if self.offsets is not None else self.grid.shape[2:])) \
-                * self.grid.itemsize
+        if self.grid is not None:  # cells (R, N, C) or regions (T, C) of grid.shape[-1] channels each
+            cells = (len(rows) * self.grid.shape[1] if self.offsets is None
+                     else int((self.offsets[rows + 1] - self.offsets[rows]).sum()))
+            total += cells * self.grid.shape[-1] * self.grid.itemsize
         return total
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning.config.choices import MEAN_METRICS  # corpus score = mean of the per-image scores
 from captioning.data.records import DataError
 
-MEAN_METRICS = ("CIDEr", "ROUGE-L", "SPICE")  # corpus score = mean of the per-image scores
 CHUNK = 1000  # resamples drawn at a time: (CHUNK, images) indices stay small on COCO's 5,000 test images
 
 

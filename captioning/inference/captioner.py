@@ -16,11 +16,7 @@ from captioning.data.transforms import build_transform
 from captioning.decoding import beam_search, diverse_beam_search, sample
 from captioning.execution import resolve_device
 from captioning.inference.ensemble import EnsembleModel, check_members
-from captioning.models.caption_model import (
-    CaptionModel,
-    build_caption_model,
-    check_model_spec,
-)
+from captioning.models.caption_model import CaptionModel, build_caption_model, check_model_spec
 from captioning.registry import SpecError
 from captioning.vocab import Vocabulary
 
