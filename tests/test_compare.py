@@ -98,6 +98,7 @@ def test_other_images_references_or_broken_files_are_refused_by_name(tmp_path):
         compare_evaluations([base], [str(tmp_path / "nowhere")], metric="CIDEr", samples=100, seed=0, confidence=0.95)
 
 
+@pytest.mark.slow
 def test_script_prints_the_comparison_and_refuses_a_bad_option(tmp_path):
     base = write_evaluation(tmp_path / "b", draws(0))
     other = write_evaluation(tmp_path / "o", {k: v + 6 for k, v in draws(0).items()})

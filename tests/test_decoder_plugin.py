@@ -55,6 +55,7 @@ def registered():
     DECODERS.unregister("test_gru")
 
 
+@pytest.mark.slow
 def test_a_decoder_registered_outside_the_package_trains_decodes_saves_and_reloads(registered, tmp_path, synthetic_root):
     cfg = compose_train(tiny_overrides(synthetic_root) + ["train.epochs=3", "train.show_examples=0"], tmp_path)
     with open_dict(cfg):

@@ -12,7 +12,6 @@ import pytest
 from captioning.inference.captioner import Captioner
 from tests.conftest import FLICKR
 
-gradio = pytest.importorskip("gradio", reason="gradio is not installed (requirements.txt)")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra)")
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium and chromedriver on PATH "
@@ -34,6 +33,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def page(learned_run):
     """(url, captioner): the demo of the built-in experiment's checkpoint, served on a free local port."""
+    pytest.importorskip("gradio", reason="gradio is not installed (the demo extra)")  # seconds to import: here, not at collection
     captioner = Captioner.from_checkpoint(learned_run / "checkpoints" / "best.pt", "cpu")
     port = free_port()
     demo = build_demo(captioner, [], "test checkpoint")

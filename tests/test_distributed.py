@@ -59,6 +59,7 @@ def assert_per_rank_rng(path) -> None:
     assert not torch.equal(states[0]["torch"], states[1]["torch"])
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_root):
     # frozen encoder: no batch-norm statistics that differ between a whole batch and half of it
     base = tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.batch_size=16", "train.epochs=3",
@@ -97,6 +98,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
         assert resumed[step] == pytest.approx(one[step], rel=1e-5), step
 
 
+@pytest.mark.slow
 def test_clip_task_two_processes_match_one(tmp_path):
     """task=activity under DDP: the same per-step losses and validation as one process on the same global batch."""
     # frozen frame CNN and no input batch norm in the clip LSTM: every clip's loss is independent of its batch,

@@ -83,6 +83,7 @@ def test_interrupted_extraction_resumes_without_redoing_rows(tmp_path, encoder, 
     assert np.array_equal(np.load(fresh / "features.npy"), np.load(tmp_path / "store" / "features.npy"))
 
 
+@pytest.mark.slow
 def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synthetic_root) if not o.startswith("model.encoder.")]
     overrides = tiny + ["model/encoder=efficientnet_lite0", "data.source.num_train=24",

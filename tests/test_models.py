@@ -11,6 +11,7 @@ from captioning.registry import plain
 from tests.conftest import CONF, compose_train
 
 ENCODERS = sorted(path.stem for path in (CONF / "model" / "encoder").glob("*.yaml"))
+LARGE = {"resnet50", "resnet101", "resnet152", "inception_v3"}  # seconds each to initialise: the full suite only
 
 
 def encoder_config(name: str, **overrides) -> dict:
@@ -22,7 +23,8 @@ def build(config: dict):
     return build_encoder(config, pretrained=config["pretrained"])
 
 
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in LARGE else [])
+                                  for name in ENCODERS])
 def test_every_registered_encoder(name):
     torch.manual_seed(0)
     encoder = build(encoder_config(name, trainable=True))

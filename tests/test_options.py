@@ -22,7 +22,7 @@ from captioning.registry import Registry, SpecError, simple_annotations
 from tests.test_configs import compose_every_option
 
 COMMANDS_OF = {"train": "train", "evaluate": "evaluate", "caption": "caption", "extract_features": "extract",
-               "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding", "compare": "compare",
+               "benchmark": "benchmark", "benchmark_decoding": "benchmark_decoding", "compare": "compare", "folds": "folds",
                "export": "export", "demo": "demo", "pack_region_features": "pack_regions", "scale": "scale"}
 
 
@@ -117,7 +117,7 @@ def test_a_data_key_is_written_once_and_read_as_the_source_spec(every_config):
     cfg = copy.deepcopy(every_config[("train", "data=flickr")])
     cfg.data.captions_file = "elsewhere.txt"
     assert cfg.data.source == {"name": "flickr", "captions_file": "elsewhere.txt", "image_dir": cfg.data.image_dir,
-                               "split_file": None}
+                               "split_file": None, "fold": None}
     for path in (Path(__file__).resolve().parents[1] / "conf" / "data").glob("*.yaml"):
         assert "${data." not in path.read_text(), path  # no key copied from another
 

@@ -22,7 +22,7 @@ from captioning.data.records import CaptionRecord, DataError
 from captioning.data.regions import caption_ids, pack_region_features, read_regions
 from captioning.data.store_files import array_shapes, check_arrays, checksums, read_header, read_index, read_offsets
 from tests.conftest import CONF, ROOT
-from tests.hostile import assert_refused, run_command, snapshot
+from tests.hostile.probe import assert_refused, run_command, snapshot
 from tests.test_options import shipped
 
 WIDTH = 8

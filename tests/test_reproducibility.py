@@ -100,6 +100,7 @@ def test_show_and_tell_stage1_trains_with_its_recipe(show_and_tell_stage1):
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
 
 
+@pytest.mark.slow
 def test_show_and_tell_stage2_starts_from_stage1_weights(show_and_tell_stage1, synthetic_root, tmp_path):
     stage1 = load_checkpoint(show_and_tell_stage1 / "checkpoints" / "last.pt")
     overrides = show_and_tell_tiny(synthetic_root, "show_and_tell_coco_finetune") + [

@@ -115,6 +115,7 @@ def step_losses(run_dir) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "steps.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["lstm", "updown"])
 def test_streamed_and_in_memory_training_give_the_same_losses(tmp_path, synthetic_root, lite0_store, decoder, caplog):
     overrides = overrides_for(synthetic_root, lite0_store, decoder)
@@ -129,6 +130,7 @@ def test_streamed_and_in_memory_training_give_the_same_losses(tmp_path, syntheti
     assert len(losses) == 3 and losses == step_losses(tmp_path / "streamed")
 
 
+@pytest.mark.slow
 def test_a_store_above_the_memory_cap_streams_under_auto_and_is_refused_under_true(tmp_path, synthetic_root,
                                                                                    lite0_store, monkeypatch, caplog):
     overrides = overrides_for(synthetic_root, lite0_store, "updown")
@@ -195,6 +197,7 @@ def region_store(tmp_path_factory, synthetic_root):
     return pack_region_features(folder / "att", folder / "store")
 
 
+@pytest.mark.slow
 def test_training_from_region_features_needs_no_encoder_and_evaluates_from_the_store(tmp_path, synthetic_root,
                                                                                      region_store, caplog):
     overrides = [o for o in overrides_for(synthetic_root, region_store, "soft_attention")
@@ -234,6 +237,7 @@ def test_each_process_reads_only_the_rows_of_its_own_shard(tmp_path):
     assert not set(read[0]) & set(read[1]) and sorted(read[0] + read[1]) == list(range(12))
 
 
+@pytest.mark.slow
 def test_self_critical_training_runs_from_a_streamed_store(tmp_path, synthetic_root, lite0_store):
     overrides = overrides_for(synthetic_root, lite0_store, "updown")
     train(compose_train(overrides + ["data.features_in_memory=true"], tmp_path / "xe"))

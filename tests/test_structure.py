@@ -83,11 +83,13 @@ def lint_imports(*config: Path) -> subprocess.CompletedProcess:
                     *map(str, config))
 
 
+@pytest.mark.slow
 def test_import_contracts_hold():
     done = lint_imports()
     assert done.returncode == 0 and " 0 broken" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_import_contracts_can_fail(tmp_path):
     """The contracts read this code: the layers upside down, and a ban on an import the models make, are broken."""
     config = tmp_path / "upside_down.toml"
@@ -122,12 +124,14 @@ def test_every_top_level_module_has_a_layer():
     assert top_level - placed == set(), f"modules in no layer of pyproject.toml: {sorted(top_level - placed)}"
 
 
+@pytest.mark.slow
 def test_ruff_is_clean():
     """pyproject.toml's rule set (pyflakes, syntax errors, import order, bugbear) over the whole repository."""
     done = run_tool("-m", "ruff", "check", "--no-cache", "--output-format", "concise", ".")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module imported first, in one fresh interpreter, with the package's modules forgotten between imports,
     so a module that only works after another one was imported (or a cycle hit from its side) fails here."""

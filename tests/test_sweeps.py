@@ -47,6 +47,7 @@ def grid_sweep(tmp_path_factory, synthetic_root):
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_grid_gives_each_run_its_folder(grid_sweep):
     grid = set()
     for job in range(4):
@@ -59,6 +60,7 @@ def test_grid_gives_each_run_its_folder(grid_sweep):
     assert grid == {(1e-3, 16), (1e-3, 32), (3e-3, 16), (3e-3, 32)}
 
 
+@pytest.mark.slow
 def test_summarize_sweep_prints_runs_sorted(grid_sweep, capsys):
     runpy_main = runpy.run_path(str(ROOT / "scripts" / "summarize_sweep.py"))["main"]
     runpy_main([str(grid_sweep)])
@@ -77,6 +79,7 @@ def test_summarize_sweep_prints_runs_sorted(grid_sweep, capsys):
     assert Image.open(grid_sweep / "summary.png").size == (800, 340)  # one 4-inch panel per swept parameter
 
 
+@pytest.mark.slow
 def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path):
     """The documented command: `--config-path RUN/.hydra --config-name config` gives the same losses and metrics."""
     original = grid_sweep / "3"
@@ -86,6 +89,7 @@ def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path):
     assert first == second
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not installed("hydra_plugins.hydra_optuna_sweeper"), reason="hydra-optuna-sweeper not installed")
 def test_optuna_search_reports_best_parameters(tmp_path, synthetic_root):
     done = train_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.decoder.hidden_size=choice(16,32)",

@@ -33,6 +33,7 @@ def test_run_folder_contents(tiny_run):
     assert steps[max(steps)] < steps[1]  # it learned something in two epochs
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tmp_path, synthetic_root):
     """Stop mid-epoch, resume from last.pt: the remaining losses equal those of a run never stopped."""
     base = tiny_overrides(synthetic_root) + ["model.decoder.dropout=0.3", "train.epochs=5",  # dropout: RNG must be restored
@@ -48,6 +49,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, synthetic_root):
         assert after[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["lstm", "soft_attention"])
 def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_root, monkeypatch, decoder):
     from captioning.models import encoders
@@ -69,6 +71,7 @@ def test_frozen_encoder_features_are_computed_once_per_run(tmp_path, synthetic_r
     assert calls["images"] >= 3 * 120  # a trainable encoder sees the images every epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_input", ["first_step"])
 def test_first_step_image_input_trains(tmp_path, synthetic_root, image_input):
     cfg = compose_train(tiny_overrides(synthetic_root) + [f"model.decoder.image_input={image_input}", "train.epochs=8",
@@ -78,6 +81,7 @@ def test_first_step_image_input_trains(tmp_path, synthetic_root, image_input):
     assert metrics["loss"] < 0.6 * uniform, (metrics["loss"], uniform)  # well below guessing words uniformly
 
 
+@pytest.mark.slow
 def test_coco_and_karpathy_sources_train(tmp_path):
     names = {i: f"COCO_val2014_{i:012d}.jpg" for i in range(1, 13)}
     write_images(tmp_path / "images", names.values())
@@ -117,6 +121,7 @@ def test_wrong_config_values_are_named(tmp_path, synthetic_root, override, messa
         train(compose_train(tiny_overrides(synthetic_root) + [override], tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FLICKR / "captions.txt").is_file(), reason="../shared/data/flickr8k-1k is absent")
 def test_real_flickr_images_train(tmp_path):
     cfg = compose_train(["data=flickr", f"data.captions_file={FLICKR / 'captions.txt'}",

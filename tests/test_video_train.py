@@ -122,6 +122,7 @@ def test_description_from_the_activity_model_names_the_direction(activity_run, t
     assert sum(result["caption"].endswith(record.label) for result, record in zip(results, records, strict=True)) >= 2
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):
     base = ["task=activity"] + small(clip_root) + ["data.frames=2", "model.temporal.dropout=0.3", "train.batch_size=128",
                                                    "train.epochs=3"]  # dropout: the RNG state must be restored too
@@ -135,6 +136,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):
         assert after[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
 
 
+@pytest.mark.slow
 def test_scripts_run_every_task(tmp_path, clip_root):
     """`scripts/train.py task=...` dispatches through conf/task; scripts/evaluate.py and caption.py follow the checkpoint's task."""
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "task=activity", f"hydra.run.dir={tmp_path / 'activity'}",

@@ -22,12 +22,13 @@ from captioning.config.commands import (
     EvaluateConfig,
     ExportConfig,
     ExtractConfig,
+    FoldsConfig,
     PackRegionsConfig,
     ScaleConfig,
     check_decoders,
     validate_benchmark,
 )
-from captioning.config.data import check_source, data_schema
+from captioning.config.data import check_fold, check_source, data_schema
 from captioning.config.fields import OptionError, check_node, show
 from captioning.config.train import TrainConfig, validate_decode, validate_scst
 
@@ -47,9 +48,14 @@ def validate_train(cfg: dict) -> None:
     validate_decode(cfg["decode"])
     if cfg["train"].get("objective") == "scst":
         validate_scst(cfg["train"]["scst"], "train.scst")
+        smoothing = cfg["train"].get("label_smoothing", 0.0)
+        if smoothing > 0:  # the policy-gradient loss has no target distribution to smooth
+            raise OptionError(f"train.label_smoothing={show(smoothing)}: smooths the cross-entropy loss only; "
+                              "expected 0 with train.objective=scst")
 
 
 def validate_data(cfg: dict) -> None:
+    check_fold(cfg.get("data"))
     check_source(cfg.get("data"))
 
 
@@ -74,6 +80,7 @@ COMMANDS: dict[str, tuple[type, str | None, tuple[Callable[[dict], None], ...]]]
                                                                validate_data)),
     "scale": (ScaleConfig, "device", (lambda cfg: check_decoders(cfg["decoders"], "decoders"),)),
     "compare": (CompareConfig, None, ()),
+    "folds": (FoldsConfig, None, ()),
 }
 
 

@@ -1,5 +1,5 @@
 """The entry points other than training (conf/*.yaml): evaluate, caption, export, demo, extract_features,
-pack_region_features, compare, benchmark, benchmark_decoding and the scale rehearsal (conf/scale.yaml)."""
+pack_region_features, compare, folds, benchmark, benchmark_decoding and the scale rehearsal (conf/scale.yaml)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -111,6 +111,17 @@ class CompareConfig:
     confidence: float = option(gt=0, lt=1)
     seed: int = option(**SEED)
     output: Optional[str] = option(kind="path")
+
+
+@dataclass
+class FoldsConfig:
+    """conf/folds.yaml."""
+    folds: Any = option(accepts=PATHS)            # the five fold folders (one alone is refused: folds 0..4)
+    output_dir: str = option(kind="path")
+    java: str = option(kind="java")
+    spice: Auto = option()
+    meteor: Meteor = option()
+    overwrite: bool = option()
 
 
 class RowSource(Enum):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from captioning.config.choices import Auto
-from captioning.config.fields import option
+from captioning.config.fields import OptionError, option, show
 
 
 class OnBad(Enum):
@@ -72,6 +72,7 @@ class FlickrData(DataOptions):
     captions_file: str = option(kind="path", source=True)
     image_dir: str = option(kind="path", source=True)
     split_file: Optional[str] = option(kind="path", source=True)
+    fold: Optional[int] = option(ge=0, le=4, source=True)  # one of the five folds; no split_file then (check_fold)
 
 
 @dataclass
@@ -146,3 +147,10 @@ def check_source(data: dict | None, key: str = "data.source") -> None:
         from captioning.data.sources import SOURCES
 
         SOURCES.check(data.get("source"), key)
+
+
+def check_fold(data: dict | None) -> None:
+    """A fold cuts the images itself: a split file beside it would be a second, contradicting split."""
+    if data is not None and data.get("fold") is not None and data.get("split_file"):
+        raise OptionError(f"data.fold={show(data['fold'])}: the fold chooses the train, val and test images; "
+                          f"expected data.split_file=null (it is {show(data['split_file'])})")

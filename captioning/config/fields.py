@@ -56,8 +56,8 @@ def in_range(value: float, ge: float | None, gt: float | None, le: float | None,
 def bounds(integer: bool, ge: Any, gt: Any, le: Any, lt: Any) -> str:
     if integer and ge is not None and le is not None:
         return f" in {ge}..{le}"
-    if ge is not None and le is not None:
-        return f" in [{ge}, {le}]"
+    if ge is not None and (le is not None or lt is not None):
+        return f" in [{ge}, {le if le is not None else lt}{']' if le is not None else ')'}"
     if gt is not None and (le is not None or lt is not None):
         return f" in ({gt}, {le if le is not None else lt}{']' if le is not None else ')'}"
     return f" > {gt}" if gt is not None else f" >= {ge}" if ge is not None else ""

@@ -84,6 +84,7 @@ class SchedulerBuild(Partial):
     gamma: float = option(gt=0)
     T_max: int = option(ge=1)
     eta_min: float = option(ge=0)
+    warmup: int = option(ge=1)                    # noam: steps of linear warmup (training/schedules.py)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Train:
     attention_maps: int = option(ge=0)
     show_examples: int = option(ge=0)
     objective: Objective = option()
+    label_smoothing: float = option(ge=0, lt=1)   # cross-entropy only: 0 with objective=scst (validate_train)
     scheduled_sampling: ScheduledSampling = option()
     scst: Scst = option()
     evaluate_test: bool = option()

@@ -6,7 +6,8 @@
     captioner.json vocabulary, special ids, max_words, preprocessing, input and output names
 
 Because every state tensor keeps its rows on axis 0 (`decoder.export_state`), a search reorders the state by
-indexing, whatever the decoder. Only the frozen graph is exported: no optimizer, no training code.
+indexing, whatever the decoder; a state tensor may also grow along another axis as words are added (a transformer's
+caches), which step.onnx takes at any length. Only the frozen graph is exported: no optimizer, no training code.
 """
 from __future__ import annotations
 
@@ -53,6 +54,17 @@ class StepGraph(nn.Module):
         return (log_probs, *self.decoder.export_state(new_state))
 
 
+def state_axes(names: list[str], state: tuple[torch.Tensor, ...], stepped: tuple[torch.Tensor, ...]) -> dict:
+    """The dynamic axes of each state tensor, as step.onnx's input and as its output: rows (axis 0), and any axis that
+    grew in one step (a transformer's key and value caches gain a position per word). The step graph is traced
+    after that first step, so no axis is traced at length 0."""
+    axes = {}
+    for name, before, after in zip(names, state, stepped, strict=True):
+        grows = {axis: f"{name}_length" for axis in range(1, before.dim()) if before.size(axis) != after.size(axis)}
+        axes[name] = axes[f"next_{name}"] = {0: "rows", **grows}
+    return axes
+
+
 def export_onnx(checkpoint: str | Path, output_dir: str | Path, *, opset: int = 17, overwrite: bool = False) -> Path:
     """Write encoder.onnx, init.onnx, step.onnx and captioner.json for an image captioning checkpoint into
     `output_dir`; returns its path. Existing files there are replaced only with `overwrite`."""
@@ -77,12 +89,13 @@ def export_onnx(checkpoint: str | Path, output_dir: str | Path, *, opset: int = 
         state = InitGraph(decoder)(*memory)
         state_names = [f"state_{i}" for i in range(len(state))]
         tokens = torch.full((2,), captioner.vocab.start, dtype=torch.long)
+        stepped = StepGraph(decoder)(tokens, *state)[1:]
+        step_axes = {"tokens": {0: "rows"}, **state_axes(state_names, state, stepped)}
         rows = {0: "rows"}
         graphs = [(EncoderGraph(encoder, with_grid), (images,), ["images"], memory_names, {"images": {0: "batch"}}),
                   (InitGraph(decoder), tuple(memory), memory_names, state_names, dict.fromkeys(memory_names, rows)),
-                  (StepGraph(decoder), (tokens, *state), ["tokens", *state_names],
-                   ["log_probs", *(f"next_{name}" for name in state_names)],
-                   dict.fromkeys(["tokens", *state_names], rows))]
+                  (StepGraph(decoder), (tokens, *stepped), ["tokens", *state_names],
+                   ["log_probs", *(f"next_{name}" for name in state_names)], step_axes)]
         for (graph, args, inputs, outputs, dynamic), name in zip(graphs, names, strict=False):
             with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice; its graphs are plain ONNX
                 warnings.simplefilter("ignore")

@@ -123,7 +123,7 @@ def map_writer(captioner: Captioner, paths: list[Path], folder: str | None, over
         return None
     if not captioner.has_attention():
         raise OptionError(f"attention_maps={folder!r}: this checkpoint's decoder attends over no grid "
-                          "(attention decoders: model/decoder=soft_attention or updown)")
+                          "(attention decoders: model/decoder=soft_attention, updown or transformer)")
     maps = map_paths(paths, folder, overwrite)
     return lambda path, caption: draw_attention(load_rgb(path), caption, captioner.preprocess, maps[path])
 

@@ -172,7 +172,8 @@ class Captioner:
         words looked. The decoder reruns each caption word by word, so the weights are those decoding produced."""
         if not self.has_attention():
             raise ValueError(f"return_attention: the {type(self.model.decoder).__name__} attends over no grid "
-                             "(attention decoders: model/decoder=soft_attention or updown; an ensemble has no one map)")
+                             "(attention decoders: model/decoder=soft_attention, updown or transformer; an ensemble "
+                             "has no one map)")
         start = torch.full_like(tokens[:, :1], self.vocab.start)
         weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
         lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]

@@ -39,16 +39,19 @@ class CaptionModel(nn.Module):
         return self.encoder.from_cached(inputs) if cached else self.encoder(inputs)
 
     def forward(self, inputs: Any, tokens: torch.Tensor, cached: bool = False, sample: dict | None = None,
-                sampling_prob: float = 0.0) -> Any:
+                sampling_prob: float = 0.0, label_smoothing: float = 0.0) -> Any:
         """Teacher-forced cross-entropy summed over the real next-word targets of tokens (B, T), and their number
-        (with `sampling_prob` > 0: scheduled sampling); with `sample` (self-critical training), K captions per image
+        (with `sampling_prob` > 0: scheduled sampling; `label_smoothing` > 0: against smoothed targets, the
+        validation loss never is); with `sample` (self-critical training), K captions per image
         drawn with their log-probabilities instead (`decoding.sample_with_log_probs` arguments), so DDP sees the
         sampling pass as this module's forward."""
         memory = self.memory(inputs, cached)
         if sample is not None:
             return sample_with_log_probs(self.decoder, memory, **sample)
         if sampling_prob > 0:
-            return scheduled_sampling_loss(self.decoder, memory, tokens, sampling_prob)
+            return scheduled_sampling_loss(self.decoder, memory, tokens, sampling_prob, label_smoothing=label_smoothing)
+        if label_smoothing > 0:  # only then: a decoder whose own `loss` predates the option still trains without it
+            return self.decoder.loss(memory, tokens, label_smoothing=label_smoothing)
         return self.decoder.loss(memory, tokens)
 
     def parts(self) -> dict[str, nn.Module]:

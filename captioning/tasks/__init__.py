@@ -49,6 +49,10 @@ def check_task(cfg: DictConfig) -> Task:
     if sampling_prob > 0 and task.label_part != "decoder":
         raise OptionError(f"train.scheduled_sampling.max_prob={sampling_prob}: task {task.name!r} writes no "
                           "captions; expected 0")
+    smoothing = cfg.train.get("label_smoothing", 0.0)
+    if smoothing > 0 and task.label_part != "decoder":
+        raise OptionError(f"train.label_smoothing={smoothing}: smooths caption decoders' word targets; task "
+                          f"{task.name!r} writes no captions; expected 0")
     if cfg.train.get("objective", "xe") == "scst":
         if "scst" not in task.objectives:
             raise OptionError(f"train.objective=scst: task {task.name!r} trains with {' | '.join(task.objectives)} only")

@@ -105,7 +105,7 @@ class CaptionTask(Task):
             loss, validate_captions = self_critical(model, vocab, splits["train"], cfg, cached, run_log,
                                                     validate_captions)
         else:
-            loss = CrossEntropy(cached, sampler, schedule_of(cfg.train))
+            loss = CrossEntropy(cached, sampler, schedule_of(cfg.train), cfg.train.get("label_smoothing", 0.0))
         return TaskRun(model=model, loss=loss, sampler=sampler,
                        train_loader=self.train_batches(tables["train"], train_set, sampler, per_rank, inputs, cfg,
                                                        device, cached),

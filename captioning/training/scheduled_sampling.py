@@ -27,11 +27,13 @@ def sampling_probability(epoch: int, *, start: int, increase_every: int, increas
 
 class CrossEntropy:
     """A caption task's cross-entropy loss at the epoch's scheduled-sampling probability (0: plain teacher forcing):
-    `(model or its DDP wrapper, batch) -> (summed loss, words)`; `cached`: the batch holds features, not images."""
+    `(model or its DDP wrapper, batch) -> (summed loss, words)`; `cached`: the batch holds features, not images;
+    `label_smoothing` (train.label_smoothing): against smoothed targets."""
 
-    def __init__(self, cached: bool, sampler, schedule: dict):
-        self.cached, self.sampler, self.schedule = cached, sampler, schedule
+    def __init__(self, cached: bool, sampler, schedule: dict, label_smoothing: float = 0.0):
+        self.cached, self.sampler, self.schedule, self.label_smoothing = cached, sampler, schedule, label_smoothing
 
     def __call__(self, parallel, batch: dict):
         return parallel(batch["input"], batch["tokens"], self.cached,
-                        sampling_prob=sampling_probability(self.sampler.epoch, **self.schedule))
+                        sampling_prob=sampling_probability(self.sampler.epoch, **self.schedule),
+                        label_smoothing=self.label_smoothing)

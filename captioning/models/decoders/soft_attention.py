@@ -64,9 +64,9 @@ class SoftAttentionDecoder(GridAttentionDecoder):
         h, c = self.cell(torch.cat([words, context], dim=1), (h, c))
         return h, weights, state.advance((h, c))
 
-    def loss(self, memory: Features, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def loss(self, memory: Features, tokens: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
         hidden, weights = self.teacher_forced(memory, tokens)  # one pass gives the logits and the penalty
-        total, count = summed_cross_entropy(self.logits_at_targets(hidden, tokens), tokens)
+        total, count = summed_cross_entropy(self.logits_at_targets(hidden, tokens), tokens, label_smoothing)
         if self.training and self.doubly_stochastic > 0:
             penalty = coverage_penalty(weights, tokens[:, 1:], getattr(memory, "mask", None))
             total = total + self.doubly_stochastic * penalty

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from captioning.data.records import DataError
 from captioning.evaluation.results import match_results, read_results
+
+pytestmark = pytest.mark.slow  # Hypothesis at its full example count (the fast tier leaves it out)
 
 REFERENCES = {1: ["a red circle"], 2: ["a blue square"], "3.jpg": ["a green triangle"]}
 ODD_TEXT = st.sampled_from(["", " ", "\r", "a\u2028b", "\x00", "\ud800", "\udfff x", "||| a", "1", "3.jpg", "image_id"])

@@ -1,7 +1,7 @@
 """Hostile feature stores: files truncated, extended, replaced or garbled, headers naming code, NaN rows, another
 encoder, a full disk. Opening the store (FeatureStore, what training does) and re-running extraction on it
 (`captioning.tasks.extract`, what scripts/extract_features.py runs) refuse with exit status 1 and one line naming
-the file (and rows or ids), and leave every existing file as it was (tests/hostile.py).
+the file (and rows or ids), and leave every existing file as it was (tests/hostile/probe.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from captioning.data.features import FeatureStore
 from captioning.models import caption_model, encoders
 from captioning.tasks import extract
 from tests.conftest import CONF
-from tests.hostile import assert_refused, run_command, snapshot
+from tests.hostile.probe import assert_refused, run_command, snapshot
 
 COUNT = 8  # images in the made store (4 train, 2 val, 2 test)
 

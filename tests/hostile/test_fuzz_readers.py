@@ -22,6 +22,8 @@ from captioning.data.records import DataError
 from captioning.vocab import SPECIALS, Vocabulary, check_vocabulary, tokenize
 from tests.conftest import FLICKR
 
+pytestmark = pytest.mark.slow  # Hypothesis at its full example count (the fast tier leaves it out)
+
 
 def fuzz(examples: int):
     return settings(derandomize=True, database=None, deadline=None, max_examples=examples,

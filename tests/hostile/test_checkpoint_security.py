@@ -96,6 +96,7 @@ def test_crafted_checkpoint_is_refused_naming_the_key(trained, tmp_path, synthet
     assert not (tmp_path / "eval").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,argument", [("caption.py", "images=."), ("evaluate.py", "split=test")])
 def test_scripts_refuse_with_one_line(trained, tmp_path, victim, script, argument):
     path, key = craft(trained, tmp_path, "nested_target", victim)

@@ -30,7 +30,7 @@ from captioning.inference.paths import caption_paths
 from captioning.tasks import caption, evaluate, train
 from captioning.training.run_log import RunLog
 from tests.conftest import CONF, compose_train, tiny_overrides
-from tests.hostile import assert_refused, changed_files, run_command, snapshot
+from tests.hostile.probe import assert_refused, changed_files, run_command, snapshot
 
 # ---------------------------------------------------------------- helpers and the runs every case reuses
 
@@ -403,6 +403,7 @@ def run_folder_that_is_a_file(run_dir: Path):
 @pytest.mark.parametrize("case", [live_lock_of_this_process, live_lock_of_another_process, lock_of_another_host,
                                   unreadable_lock, lock_that_is_a_folder, run_folder_that_is_a_file],
                          ids=lambda case: case.__name__)
+@pytest.mark.slow
 def test_run_folder_in_use_is_refused(case, tmp_path, base):
     run_dir = tmp_path / "run"
     made = case(run_dir)
@@ -454,21 +455,25 @@ def test_checkpoint_permissions_follow_the_umask(mask, tmp_path):
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+@pytest.mark.slow
 def test_resume_in_a_run_folder_is_allowed(resumed):
     run_dir, _ = resumed
     assert json.loads((run_dir / "metrics.json").read_text())["step"] == 4
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_log_without_repeats_or_torn_lines(resumed):
     assert steps_of(resumed[0]) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(resumed):
     run_dir, messages = resumed
     assert any("stale lock" in message and str(run_dir / ".lock") in message for message in messages), messages
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_stale_temporary_checkpoints_are_removed(resumed):
     run_dir, messages = resumed
     assert not list((run_dir / "checkpoints").glob("*.tmp"))

@@ -1,4 +1,4 @@
-"""The harness of the hostile-input suites (tests/test_hostile_*.py): run a command's work as its script would,
+"""The harness of the hostile-input suites (tests/hostile/): run a command's work as its script would,
 and check what a user would: the exit status, a one-line message that names the culprit, and that no file the
 command did not create has changed.
 

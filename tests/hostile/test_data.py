@@ -24,7 +24,7 @@ from captioning.data.records import CaptionRecord
 from captioning.data.transforms import build_transform
 from captioning.vocab import Vocabulary, check_vocabulary
 from tests.conftest import compose_train
-from tests.hostile import assert_refused, run_command, snapshot
+from tests.hostile.probe import assert_refused, run_command, snapshot
 
 TRAIN_IDS, VAL_IDS = (1, 2, 3, 4), (5, 6)
 

@@ -2,7 +2,7 @@
 one line naming the key and the value; no run folder, no data generated, no checkpoint read, no file touched.
 
 Each case composes the real config with the bad override and runs the entry point as its script would
-(tests/hostile.py). The data cache, run folder and output paths point into an empty tmp folder, so a check that
+(tests/hostile/probe.py). The data cache, run folder and output paths point into an empty tmp folder, so a check that
 let the value through would write there (and read the junk checkpoint, whose error names no key).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException
 from captioning.config import check_options
 from captioning.tasks import caption, evaluate, extract, train
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
-from tests.hostile import assert_refused, run_command, snapshot
+from tests.hostile.probe import assert_refused, run_command, snapshot
 
 # (overrides, key the message names, value as the message shows it)
 TRAIN_CASES = [
@@ -207,6 +207,7 @@ def test_a_removed_key_stops_composition(synthetic_root):
         compose_train(tiny_overrides(synthetic_root) + ["train.select_mode=maximize"])
 
 
+@pytest.mark.slow
 def test_a_removed_key_stops_the_script_before_the_run_folder(tmp_path):
     """The same from the command line: exit status 1, the key named, no run folder."""
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "train.select_mode=maximize",

@@ -1,7 +1,7 @@
 """Hostile inputs to evaluation (results mode, `scripts/evaluate.py results=... annotations=...`): malformed results
 and annotation files, line-break characters inside captions, output files that are not the evaluation's own, and
 a METEOR JVM that dies or hangs. Each refusal exits 1 with one line naming the culprit and touches no existing file
-(tests/hostile.py); what is handled instead is checked for its outcome.
+(tests/hostile/probe.py); what is handled instead is checked for its outcome.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from captioning.evaluation import java as java_module
 from captioning.evaluation.coco import find_java
 from captioning.evaluation.java import LINE_BREAKS
 from captioning.evaluation.report import score_results_file
-from tests.hostile import assert_refused, run_command, snapshot
+from tests.hostile.probe import assert_refused, run_command, snapshot
 
 REFERENCES = {1: ["a red circle on the left", "one red circle"], 2: ["a blue square", "a small blue square on the right"],
               3: ["a green triangle at the top", "one green triangle"], 4: ["two yellow circles", "yellow circles"]}
@@ -283,6 +283,7 @@ GARBLES = "import sys\nfor line in sys.stdin: print('garbage', flush=True)"
 @pytest.mark.parametrize("program, seconds, named", [(DIES, 60.0, "OutOfMemoryError"), (HANGS, 2.0, "no answer within 2 s"),
                                                      (GARBLES, 60.0, "not a score")],
                          ids=["dies", "hangs", "garbles"])
+@pytest.mark.slow
 def test_a_failing_meteor_is_a_clear_error_not_a_hang(tmp_path, monkeypatch, program, seconds, named):
     fake_meteor(monkeypatch, program, seconds)
     message = refused(tmp_path, score(tmp_path, java=JAVA), "METEOR", named, "meteor=optional")
@@ -290,6 +291,7 @@ def test_a_failing_meteor_is_a_clear_error_not_a_hang(tmp_path, monkeypatch, pro
     assert "\n" not in message
 
 
+@pytest.mark.slow
 @needs_java
 def test_meteor_optional_reports_the_other_metrics_and_why_meteor_is_missing(tmp_path, monkeypatch):
     fake_meteor(monkeypatch, DIES)
