@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises many types for torn, truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(error)})") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
     if "format" not in payload and "model_config" in payload:
@@ -120,6 +121,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         if payload["task"] not in wanted:
             raise CheckpointError(f"{path}: a {payload['task']!r} checkpoint; this needs {' or '.join(map(repr, wanted))}")
     return payload
+
+
+# What torch's refusal of pickled objects names: the object, never its advice to load the file unsafely.
+PICKLED_OBJECT = re.compile(r"(?:Unsupported global: |unsupported )(GLOBAL [\w.]+)|(Unsupported operand \d+)|"
+                            r"(Unsupported class [\w.]+)")
+
+
+def load_failure(error: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` failed, in a few words.
+
+    PyTorch's message tells the reader to re-run with `weights_only=False`, which runs whatever code the file names;
+    a file that holds pickled Python objects is refused without passing that advice on."""
+    text = str(error)
+    if "weights_only" not in text and "WeightsUnpickler" not in text:
+        return f"{type(error).__name__}: {text}"
+    found = PICKLED_OBJECT.search(text)
+    named = next((group for group in found.groups() if group), "") if found else ""
+    return ("it holds pickled Python objects" + (f" ({named})" if named else "") +
+            ", which are never loaded: only tensors and plain data are read")
 
 
 def check_finite(state_dict: dict, path: str | Path, what: str = "model") -> None:

@@ -3,3 +3,7 @@
 
 class DataError(ValueError):
     """Caption data that cannot be used: the message names the file, key or id."""
+
+
+class ExportError(ValueError):
+    """An ONNX export folder that cannot be used (a missing, damaged or mismatched file): the message names it."""

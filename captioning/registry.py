@@ -150,4 +150,26 @@ class Registry:
     def build(self, spec: Any, where: str, **supplied) -> Any:
         """Check `spec`, then call the registered constructor with its arguments plus `supplied` ones."""
         name, arguments = self.check(spec, where, tuple(supplied))
-        return self._entries[name](**arguments, **supplied)
+        try:
+            return self._entries[name](**arguments, **supplied)
+        except (ValueError, RuntimeError) as error:
+            if type(error) not in (ValueError, RuntimeError):  # the project's own (DataError, ...) name their culprit
+                raise
+            # A value the constructor (or torch inside it) refuses: one line naming the part, as a SpecError.
+            message = " ".join(str(error).split())
+            named = f"{where.rsplit('.', 1)[-1]}." in message.split(" ", 1)[0]
+            raise SpecError(message if named else f"{where} ({name!r}): {message}") from error
+
+
+def require_at_least(where: str, least: int, **values: int) -> None:
+    """Constructor sizes below `least` refused, naming the key: `model.decoder.hidden_size must be >= 1, got 0`."""
+    for key, value in values.items():
+        if value < least:
+            raise ValueError(f"{where}.{key} must be >= {least}, got {value}")
+
+
+def require_fraction(where: str, **values: float) -> None:
+    """Dropout probabilities outside [0, 1), naming the key."""
+    for key, value in values.items():
+        if not 0 <= value < 1:
+            raise ValueError(f"{where}.{key} must be in [0, 1), got {value}")

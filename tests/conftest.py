@@ -19,14 +19,16 @@ FLICKR = ROOT.parent / "shared" / "data" / "flickr8k-1k"
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep test logs readable
 
 # The fast tier (`pytest -m "not slow"`, docs/testing.md) leaves out every test that trains beyond a few steps, starts
-# a process (a script, the JVM, a browser) or runs Hypothesis at its full count. Tests that use a trained run below
-# are marked here; a test that starts a process without the mark fails, so the tier cannot drift.
+# a process (a script, the JVM, a browser) or runs Hypothesis at its full count. Tests that use a trained run below,
+# or compose every shipped config, are marked here; a test that starts a process without the mark fails, so the tier
+# cannot drift.
 TRAINED_RUNS = {"tiny_run", "learned_run", "attention_run"}
+EVERY_CONFIG = {"every_config"}  # tests/test_configs.py, test_options.py: all ~100 shipped compositions, 10 s
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if TRAINED_RUNS & set(getattr(item, "fixturenames", ())):
+        if (TRAINED_RUNS | EVERY_CONFIG) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

@@ -24,7 +24,10 @@ from captioning.inference.demo import caption_upload
 from captioning.models import encoders
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.attend import coverage_penalty
+from captioning.tasks import caption as caption_command
 from tests.conftest import CONF, ROOT
+from tests.hostile.probe import run_command
+from tests.test_caption import compose_caption
 from tools.attention_on_shapes import SIZE, cell_coverage, localisation, pictures_of_several_shapes
 
 
@@ -149,19 +152,19 @@ def test_caption_script_writes_attention_maps_and_refuses_to_replace_them(attent
     assert done.returncode == 0, done.stderr
     pngs = sorted(path.name for path in maps.iterdir())
     assert pngs == ["shapes_0.png", "shapes_1.png", "shapes_2.png"]
-    rows = json.loads(output.read_text())
+    rows = json.loads(output.read_text())["captions"]
     words = len(rows[0]["caption"].split())
     with Image.open(maps / "shapes_0.png") as picture:  # one 2.2 x 2.4 inch panel per word, five to a row, 80 dpi
         assert picture.format == "PNG" and picture.size == (176 * min(words, 5), 192 * math.ceil(words / 5))
     assert len(rows[0]["attention"]) == words and rows[0]["grid"] == [8, 8]
+    # The refusals in this process, through the scripts' own error wrapper (a new interpreter each costs seconds).
     before = (maps / "shapes_0.png").read_bytes()
-    again = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
-    assert again.returncode == 1 and f"{maps / 'shapes_0.png'} exists; give overwrite=true" in again.stderr
+    again = run_command(lambda: caption_command(compose_caption(script[2:])))
+    assert again.code == 1 and f"{maps / 'shapes_0.png'} exists; give overwrite=true" in again.message
     assert (maps / "shapes_0.png").read_bytes() == before
-    pooled = [part.replace(str(checkpoint), str(learned_run / "checkpoints" / "best.pt")) for part in script]
-    refused = subprocess.run(pooled[:-1] + [f"attention_maps={tmp_path / 'other'}"], capture_output=True, text=True,
-                             cwd=tmp_path)
-    assert refused.returncode == 1 and "decoder attends over no grid" in refused.stderr
+    pooled = [part.replace(str(checkpoint), str(learned_run / "checkpoints" / "best.pt")) for part in script[2:]]
+    refused = run_command(lambda: caption_command(compose_caption(pooled[:-1] + [f"attention_maps={tmp_path / 'other'}"])))
+    assert refused.code == 1 and "decoder attends over no grid" in refused.message
     assert not (tmp_path / "other").exists()
 
 

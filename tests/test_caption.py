@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+from captioning.commands.caption import main as caption_main
 from captioning.data.inputs import ImageInputs
 from captioning.data.sources.synthetic import IMAGES_VERSION
 from captioning.decoding import greedy_search
@@ -24,6 +25,7 @@ from captioning.inference.captioner import Caption, Captioner
 from captioning.tasks import caption
 from captioning.vocab import tokenize
 from tests.conftest import CONF, FLICKR, ROOT
+from tests.hostile.probe import run_command
 
 SHAPE_WORDS = {"circle", "square", "triangle"}
 
@@ -86,7 +88,7 @@ def test_caption_script_on_builtin_images(learned_run, synthetic_root, tmp_path,
     assert beam >= bleu([vocab.decode_tokens(row) for row in greedy.tolist()], refs)["BLEU-4"] - 5
     assert beam - bleu(captions[1:] + captions[:1], refs)["BLEU-4"] >= 15
 
-    saved = json.loads(output.read_text())
+    saved = json.loads(output.read_text())["captions"]
     assert saved == results and [item["caption"] for item in saved] == [caption for _, caption in lines]
     for item in saved:
         alternatives = item["alternatives"]
@@ -143,11 +145,14 @@ def test_caption_script_skips_bad_files_and_captions_the_rest(learned_run, synth
     assert f"{len(good)} images captioned, 3 skipped" in result.stderr
 
 
-def test_caption_script_fails_when_nothing_could_be_captioned(learned_run, tmp_path):
+def test_caption_script_fails_when_nothing_could_be_captioned(learned_run, tmp_path, capsys):
+    """The script's own `main`, in this process (the test above starts the real script)."""
     (tmp_path / "notes.txt").write_text("not an image\n")
-    result = run_script(f"checkpoint={learned_run / 'checkpoints' / 'best.pt'}", f"images={tmp_path}")
-    assert result.returncode != 0 and result.stdout == ""
-    assert "notes.txt" in result.stderr and "nothing could be captioned" in result.stderr
+    cfg = compose_caption([f"checkpoint={learned_run / 'checkpoints' / 'best.pt'}", f"images={tmp_path}", "device=cpu"])
+    result = run_command(lambda: caption_main(cfg))
+    printed = capsys.readouterr()
+    assert result.code != 0 and printed.out == ""
+    assert "notes.txt" in printed.err and "nothing could be captioned" in result.message
 
 
 def same(a: list[Caption], b: list[Caption]) -> bool:

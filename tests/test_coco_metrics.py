@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from captioning.config import OptionError
 from captioning.evaluation import coco as coco_metrics
 from captioning.evaluation.coco import coco_scores, find_java
 from captioning.evaluation.report import format_table, score_captions
@@ -94,7 +95,7 @@ def test_spice_is_skipped_with_the_reason_when_its_models_are_absent(monkeypatch
     assert coco_metrics.spice_skip_reason(False, "/usr/bin/java") == "spice=false"
     scores = coco_scores({1: ["a b"]}, {1: "a b"}, java=None)
     assert scores.metrics["SPICE"] is None and scores.skipped["SPICE"] == "no Java runtime"
-    with pytest.raises(RuntimeError, match="SPICE requested"):
+    with pytest.raises(OptionError, match="spice=true: SPICE cannot run here: no Java runtime"):
         coco_scores({1: ["a b"]}, {1: "a b"}, java=None, spice=True)
 
 

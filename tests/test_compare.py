@@ -10,10 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 
+from captioning.commands.compare_evaluations import main as compare_main
 from captioning.data.records import DataError
 from captioning.evaluation.compare import compare_evaluations, paired_difference
-from tests.conftest import ROOT
+from tests.conftest import CONF, ROOT
+from tests.hostile.probe import run_command
 
 REFERENCES = json.dumps(["a dog runs", "a dog is running"])
 
@@ -110,7 +113,8 @@ def test_script_prints_the_comparison_and_refuses_a_bad_option(tmp_path):
     assert "other - base: +6.00" in done.stdout and "95% interval [+6.00, +6.00]" in done.stdout
     assert json.loads((tmp_path / "cmp.json").read_text())["difference"] == pytest.approx(6.0, abs=1e-3)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["b", "cmp.json", "o"]  # no log or .hydra folder
-    bad = subprocess.run([sys.executable, script, f"base={base}", f"other={other}", "metric=BLEU-4"],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
-        "error: metric='BLEU-4': expected one of CIDEr | ROUGE-L | SPICE")
+    # The refusal through the script's own `main` in this process (a new interpreter costs seconds).
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("compare", overrides=[f"base={base}", f"other={other}", "metric=BLEU-4"])
+    bad = run_command(lambda: compare_main(cfg))
+    assert bad.code == 1 and bad.message == "error: metric='BLEU-4': expected one of CIDEr | ROUGE-L | SPICE"

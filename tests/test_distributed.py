@@ -19,21 +19,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], run_dir: str) -> None:
-    """What torchrun sets up for each process, then the ordinary training entry point."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), TQDM_DISABLE="1")
+def _worker(rank: int, world: int, runs: list[tuple[int, list[str], str]]) -> None:
+    """What torchrun sets up for each process, then the ordinary training entry point, once per run: each run its
+    own process group (its own port), set up and torn down by the run."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      TQDM_DISABLE="1")
     torch.set_num_threads(1)
     from captioning import distributed
 
-    try:
-        train(compose_train(overrides, run_dir))
-    finally:
-        distributed.cleanup()
+    for port, overrides, run_dir in runs:
+        os.environ["MASTER_PORT"] = str(port)
+        try:
+            train(compose_train(overrides, run_dir))
+        finally:
+            distributed.cleanup()
 
 
-def run_ddp(overrides: list[str], run_dir) -> None:
-    mp.spawn(_worker, args=(2, free_port(), overrides, str(run_dir)), nprocs=2, join=True)
+def run_ddp(*runs: tuple[list[str], object]) -> None:
+    """Each (overrides, run_dir) as a 2-process run, one after another in the same 2 processes (each new pair of
+    interpreters costs seconds)."""
+    mp.spawn(_worker, args=(2, [(free_port(), overrides, str(run_dir)) for overrides, run_dir in runs]), nprocs=2,
+             join=True)
 
 
 def train_in_one_process(overrides: list[str], run_dir) -> dict:
@@ -65,7 +71,10 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
     base = tiny_overrides(synthetic_root) + ["model.encoder.trainable=false", "train.batch_size=16", "train.epochs=3",
                                              "train.show_examples=0"]
     single = train_in_one_process(base + ["train.max_steps=6"], tmp_path / "single")
-    run_ddp(base + ["train.max_steps=6"], tmp_path / "ddp")
+    # three independent runs in one pair of processes; the resume below starts fresh ones, as a real resume does
+    run_ddp((base + ["train.max_steps=6"], tmp_path / "ddp"),
+            (base + ["train.max_steps=3", "train.micro_batch=3"], tmp_path / "pieces"),
+            (base + ["train.max_steps=3"], tmp_path / "stopped"))
 
     one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
     assert sorted(two) == list(range(1, 7))  # rank 0 alone wrote the log: one line per step
@@ -73,7 +82,6 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
         assert two[step] == pytest.approx(one[step], rel=1e-5), step
     # each rank's 8 captions in pieces of 3, 3 and 2 (train.micro_batch): only the last piece synchronises, the step
     # divides by the global number of words, and the update is the one of whole batches
-    run_ddp(base + ["train.max_steps=3", "train.micro_batch=3"], tmp_path / "pieces")
     pieces = losses(tmp_path / "pieces")
     assert sorted(pieces) == [1, 2, 3]
     for step in pieces:
@@ -89,9 +97,9 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, synthetic_ro
     load_state(build_caption_model(payload["model_spec"], len(payload["vocab"]), pretrained=False), payload["model"],
                path)
     assert_per_rank_rng(path)
-    run_ddp(base + ["train.max_steps=3"], tmp_path / "stopped")
     assert_per_rank_rng(tmp_path / "stopped" / "checkpoints" / "last.pt")
-    run_ddp(base + ["train.max_steps=6", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"], tmp_path / "resumed")
+    run_ddp((base + ["train.max_steps=6", f"train.resume={tmp_path / 'stopped/checkpoints/last.pt'}"],
+             tmp_path / "resumed"))
     resumed = losses(tmp_path / "resumed")
     assert sorted(resumed) == [4, 5, 6]
     for step in resumed:
@@ -108,7 +116,7 @@ def test_clip_task_two_processes_match_one(tmp_path):
             "model.temporal.input_norm=false", "model.temporal.hidden_size=16", "train.batch_size=16",
             "train.epochs=2", "train.show_examples=0"]
     single = train_in_one_process(base, tmp_path / "single")
-    run_ddp(base, tmp_path / "ddp")
+    run_ddp((base, tmp_path / "ddp"))
 
     one, two = losses(tmp_path / "single"), losses(tmp_path / "ddp")
     assert sorted(one) == sorted(two) == list(range(1, 7))  # 3 global batches per epoch, rank 0 alone wrote the log

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from captioning.checkpoint import load_checkpoint
+from captioning.commands.evaluate import main as evaluate_main
 from captioning.data.datasets import CaptionDataset, ImageLoader, collate
 from captioning.data.loading import load_splits
 from captioning.data.sources import read_source
@@ -30,7 +31,7 @@ def run_evaluate(*overrides: str) -> str:
     return done.stdout
 
 
-@pytest.mark.slow  # two runs of the real script
+@pytest.mark.slow  # a run of the real script
 def test_checkpoint_mode_then_results_mode_agree(tiny_run, tmp_path):
     """Caption the test split (data config from the checkpoint), then score its results.json against the
     split's COCO caption file: both modes must give the same numbers."""
@@ -52,8 +53,10 @@ def test_checkpoint_mode_then_results_mode_agree(tiny_run, tmp_path):
     assert len(json.loads(rows[0]["references"])) == 5
 
     annotations = next(Path(report["data"]["source"]["root"]).glob("*-120-24-24-seed0/captions_test.json"))
-    run_evaluate(f"results={out / 'results.json'}", f"annotations={annotations}", f"output_dir={tmp_path / 'res'}",
-                 "java=none")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):  # results mode: the script's own `main`,
+        cfg = compose("evaluate", overrides=[f"results={out / 'results.json'}", f"annotations={annotations}",
+                                             f"output_dir={tmp_path / 'res'}", "java=none"])
+    evaluate_main(cfg)  # in this process (a second interpreter costs seconds)
     rescored = json.loads((tmp_path / "res" / "metrics.json").read_text())
     assert rescored["metrics"] == pytest.approx(report["metrics"])
     assert rescored["coverage"]["scored"] == 24 and not rescored["coverage"]["partial"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from captioning.errors import ExportError
 from captioning.export.onnx_export import export_onnx
 from captioning.export.runtime import OnnxCaptioner
 from captioning.inference.captioner import Captioner
@@ -88,7 +89,7 @@ def test_the_runtime_runs_without_torch(exported, synthetic_root):
 def test_export_refuses_to_replace_an_export_and_bad_descriptions(tiny_run, tmp_path):
     checkpoint = tiny_run / "checkpoints" / "best.pt"
     export_onnx(checkpoint, tmp_path)
-    with pytest.raises(FileExistsError, match="encoder.onnx"):
+    with pytest.raises(ExportError, match="encoder.onnx"):
         export_onnx(checkpoint, tmp_path)
     (tmp_path / "captioner.json").write_text('{"format": 99}')
     with pytest.raises(ValueError, match="format 99"):

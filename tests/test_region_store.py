@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from captioning.commands.pack_region_features import main as pack_main
 from captioning.config import OptionError, check_options
 from captioning.data import regions as packing
 from captioning.data.features import FeatureStore
@@ -382,8 +383,11 @@ def test_the_script_packs_and_refuses_a_bad_file(tmp_path):
     checksums(tmp_path / "store", header, read_index(tmp_path / "store", 3), verify=True)
 
     (tmp_path / "att" / "12.npz").write_bytes(b"garbage")
-    done = run_script(f"input={tmp_path / 'att'}", f"output={tmp_path / 'other'}")
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith("error: ")
-    assert str(tmp_path / "att" / "12.npz") in done.stderr
+    # The refusal through the script's own `main` in this process (a new interpreter costs seconds).
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("pack_region_features", overrides=[f"input={tmp_path / 'att'}", f"output={tmp_path / 'other'}"])
+    refused = run_command(lambda: pack_main(cfg))
+    assert refused.code == 1
+    assert refused.message.strip().splitlines() == [refused.message.strip()] and refused.message.startswith("error: ")
+    assert str(tmp_path / "att" / "12.npz") in refused.message
     assert not (tmp_path / "other").exists()

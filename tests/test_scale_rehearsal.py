@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from hydra import compose, initialize_config_dir
 
-from benchmarks import scale_data
-from tests.conftest import ROOT
+from benchmarks import scale, scale_data
+from tests.conftest import CONF, ROOT
+from tests.hostile.probe import run_command
 
 COLUMNS = ("scale", "images", "captions", "decoder", "path", "startup_s", "peak_rss_gb", "peak_anon_gb", "step_s",
            "batch_size", "val_greedy_s", "score_s", "reward_captions_per_s")
@@ -46,6 +48,8 @@ def test_a_tiny_rehearsal_measures_every_row(tmp_path):
         assert row["step_s"] > 0 and row["peak_anon_gb"] <= row["peak_rss_gb"]
         assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= set(row["scoring"]["scores"])
     assert "| updown | streamed |" in done.stdout
-    again = subprocess.run(command[:3] + [f"scratch={tmp_path}", "decoders=[transformerx]"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "decoders[0]" in again.stderr and "transformerx" in again.stderr
+    # The refusal through the script's own `main` in this process (a new interpreter costs seconds).
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("scale", overrides=[f"scratch={tmp_path}", "decoders=[transformerx]"])
+    again = run_command(lambda: scale.main(cfg))
+    assert again.code == 1 and "decoders[0]" in again.message and "transformerx" in again.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import runpy
 import subprocess
@@ -25,6 +26,30 @@ def train_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def train_script_in_process(args: list[str], monkeypatch) -> None:
+    """scripts/train.py run as `__main__` with these command-line arguments, in this process (a new interpreter
+    costs seconds), on one thread as the grid's process (SWEEP_ENV): losses are compared exactly; the logging
+    handlers Hydra installs for the job are removed after it."""
+    import torch
+
+    root = logging.getLogger()
+    handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / "train.py"), *args])
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
 
 
 def sweep_overrides(synthetic_root) -> list[str]:
@@ -80,10 +105,12 @@ def test_summarize_sweep_prints_runs_sorted(grid_sweep, capsys):
 
 
 @pytest.mark.slow
-def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path):
-    """The documented command: `--config-path RUN/.hydra --config-name config` gives the same losses and metrics."""
+def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path, monkeypatch):
+    """The documented command: `--config-path RUN/.hydra --config-name config` gives the same losses and metrics
+    (the script in this process: the grid above ran it in a new one)."""
     original = grid_sweep / "3"
-    train_cli(["--config-path", str(original / ".hydra"), "--config-name", "config", f"hydra.run.dir={tmp_path}"])
+    train_script_in_process(["--config-path", str(original / ".hydra"), "--config-name", "config",
+                             f"hydra.run.dir={tmp_path}"], monkeypatch)
     assert losses(tmp_path) == losses(original) and len(losses(tmp_path)) == 3
     first, second = (json.loads((run / "metrics.json").read_text()) for run in (original, tmp_path))
     assert first == second
@@ -91,16 +118,18 @@ def test_rerunning_a_saved_config_reproduces_the_run(grid_sweep, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("hydra_plugins.hydra_optuna_sweeper"), reason="hydra-optuna-sweeper not installed")
-def test_optuna_search_reports_best_parameters(tmp_path, synthetic_root):
-    done = train_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.decoder.hidden_size=choice(16,32)",
-                      *sweep_overrides(synthetic_root), f"hydra.sweep.dir={tmp_path}"])
+def test_optuna_search_reports_best_parameters(tmp_path, synthetic_root, monkeypatch, capsys):
+    train_script_in_process(["hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                             "model.decoder.hidden_size=choice(16,32)", *sweep_overrides(synthetic_root),
+                             f"hydra.sweep.dir={tmp_path}"], monkeypatch)
+    printed = capsys.readouterr()
     result = OmegaConf.load(tmp_path / "optimization_results.yaml")
     assert set(result.best_params) == {"optim.lr", "model.decoder.hidden_size", "model.decoder.dropout"}
     assert result.best_params["model.decoder.hidden_size"] in (16, 32) and 1e-4 <= result.best_params["optim.lr"] <= 1e-2
     values = [json.loads((tmp_path / str(j) / "metrics.json").read_text())["select"] for j in range(3)]
     assert not (tmp_path / "3").exists()
     assert result.best_value == pytest.approx(min(values))  # select_metric=loss: the sweeper minimised it
-    assert "Best parameters" in done.stdout + done.stderr
+    assert "Best parameters" in printed.out + printed.err
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from hydra import compose as hydra_compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from captioning.checkpoint import CheckpointError
+from captioning.commands.caption import main as caption_main
 from captioning.data.sources import read_source
 from captioning.tasks import TASKS, caption, evaluate, train
 from tests.conftest import CONF, ROOT, compose_train
@@ -137,7 +138,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, clip_root):
 
 
 @pytest.mark.slow
-def test_scripts_run_every_task(tmp_path, clip_root):
+def test_scripts_run_every_task(tmp_path, clip_root, capsys):
     """`scripts/train.py task=...` dispatches through conf/task; scripts/evaluate.py and caption.py follow the checkpoint's task."""
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "task=activity", f"hydra.run.dir={tmp_path / 'activity'}",
                "train.max_steps=2", "train.epochs=1", "train.evaluate_test=true"]
@@ -158,10 +159,10 @@ def test_scripts_run_every_task(tmp_path, clip_root):
     assert (tmp_path / "eval" / "activity" / "confusion.png").is_file()
     source = OmegaConf.load(tmp_path / "video_caption" / "config.yaml").data.source
     clips = [str(r.path) for r in read_source(source)["test"][:2]]
-    captions = subprocess.run([sys.executable, str(ROOT / "scripts" / "caption.py"),
-                               f"checkpoint={tmp_path / 'video_caption' / 'checkpoints' / 'last.pt'}",
-                               f"images=[{','.join(clips)}]", "device=cpu"], check=True, capture_output=True, text=True,
-                              cwd=ROOT).stdout.splitlines()
+    capsys.readouterr()
+    caption_main(compose("caption", [f"checkpoint={tmp_path / 'video_caption' / 'checkpoints' / 'last.pt'}",
+                                     f"images=[{','.join(clips)}]", "device=cpu"]))  # scripts/caption.py's own `main`
+    captions = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in captions] == clips  # scripts/caption.py reads clips for this checkpoint
     with pytest.raises(CheckpointError, match="writes no captions"):
         caption(compose("caption", [f"checkpoint={tmp_path / 'activity' / 'checkpoints' / 'last.pt'}", "images=x"]))

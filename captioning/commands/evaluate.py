@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from captioning.cli import reports_errors
 from captioning.commands import CONF
 from captioning.config import check_options
+from captioning.evaluation.coco import check_spice
 from captioning.evaluation.report import format_table, score_results_file
 
 log = logging.getLogger("evaluate")
@@ -22,6 +23,7 @@ log = logging.getLogger("evaluate")
 def main(cfg: DictConfig) -> None:
     check_options(cfg, "evaluate")  # results mode too: every option typed and in range before any work
     java = None if cfg.java == "none" else cfg.java
+    check_spice(cfg.spice, java)  # before anything is captioned
     if cfg.results or cfg.annotations:
         if not (cfg.results and cfg.annotations) or cfg.checkpoint:
             raise SystemExit("results mode needs both results=... and annotations=... (and no checkpoint=...)")

@@ -16,7 +16,10 @@ from captioning.config import check_options
 @reports_errors
 def main(cfg: DictConfig) -> None:
     check_options(cfg, "folds")
+    from captioning.evaluation.coco import check_spice
     from captioning.evaluation.folds import format_folds, pool_folds
+
+    check_spice(cfg.spice, None if cfg.java == "none" else cfg.java)
 
     folders = [cfg.folds] if isinstance(cfg.folds, str) else list(cfg.folds)
     report = pool_folds(folders, cfg.output_dir, java=None if cfg.java == "none" else cfg.java,

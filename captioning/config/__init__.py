@@ -13,8 +13,9 @@ from captioning.config import commands, data, train
 from captioning.config.check import COMMANDS, check_options, missing_keys, resolved
 from captioning.config.choices import SCST_BASELINES, ScstBaseline
 from captioning.config.fields import OptionError, show
+from captioning.config.train import MAX_CAPTION_WORDS
 
-__all__ = ["COMMANDS", "SCST_BASELINES", "OptionError", "ScstBaseline", "check_options", "missing_keys", "resolved",
+__all__ = ["COMMANDS", "MAX_CAPTION_WORDS", "SCST_BASELINES", "OptionError", "ScstBaseline", "check_options", "missing_keys", "resolved",
            "show"]
 
 

@@ -84,14 +84,29 @@ COMMANDS: dict[str, tuple[type, str | None, tuple[Callable[[dict], None], ...]]]
 }
 
 
+# `???` in a file merged over a key that already has a value (an experiment's `train.init_from: ???` over
+# conf/train/default.yaml's null) is dropped by OmegaConf's merge, which keeps the earlier value: an SCST recipe then
+# trained from random weights. Such a key is written `${mandatory:}` instead: it survives the merge, is named here
+# with the other missing values, and fails loudly if anything resolves it unchecked.
+MANDATORY = "${mandatory:}"
+
+
+def _mandatory() -> Any:
+    raise ValueError("a mandatory value (${mandatory:}) was not given on the command line")
+
+
+OmegaConf.register_new_resolver("mandatory", _mandatory, replace=True)
+
+
 def missing_keys(node: Any, prefix: str = "") -> list[str]:
-    """Dotted keys left at Hydra's `???` in an unresolved container (Hydra's own `hydra.` keys aside)."""
+    """Dotted keys left at Hydra's `???` (or `${mandatory:}`) in an unresolved container (Hydra's own `hydra.` keys
+    aside)."""
     if isinstance(node, dict):
         return [key for name, value in node.items() if not (prefix == "" and name == "hydra")
                 for key in missing_keys(value, f"{prefix}.{name}" if prefix else str(name))]
     if isinstance(node, list):
         return [key for index, value in enumerate(node) for key in missing_keys(value, f"{prefix}[{index}]")]
-    return [prefix] if node == "???" else []
+    return [prefix] if node in ("???", MANDATORY) else []
 
 
 def resolved(node: Any, prefix: str = "") -> Any:

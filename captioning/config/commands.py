@@ -37,6 +37,7 @@ class EvaluateConfig:
     meteor: Meteor = option()
     output_dir: str = option(kind="path")
     overwrite: bool = option()
+    allow_hub_model: Optional[str] = option()    # the one hub/URL encoder a checkpoint may name (fetched)
     decode: Decode = option()
 
 
@@ -50,6 +51,7 @@ class CaptionConfig:
     output: Optional[str] = option(kind="path")
     overwrite: bool = option()
     attention_maps: Optional[str] = option(kind="path")
+    allow_hub_model: Optional[str] = option()    # the one hub/URL encoder a checkpoint may name (fetched)
     decode: Decode = option()
 
 

@@ -32,13 +32,18 @@ class Interval(Enum):
     step = "step"
 
 
+# The most words a caption may have (vocab.max_words, decode.max_words, a checkpoint's max_words): a longer cap is a
+# typo or a crafted file, and would decode (beam x words) steps per image for a caption nobody writes.
+MAX_CAPTION_WORDS = 1000
+
+
 @dataclass
 class Decode:
     """conf/decode/default.yaml."""
     beam_size: int = option(ge=1)
     n_best: int = option(ge=1)                    # and <= beam_size (validate_decode)
-    max_words: Optional[int] = option(ge=1)
-    min_words: int = option(ge=0)                 # and <= max_words
+    max_words: Optional[int] = option(ge=1, le=MAX_CAPTION_WORDS)
+    min_words: int = option(ge=0, le=MAX_CAPTION_WORDS)  # and <= max_words (the checkpoint's when null)
     length_penalty: LengthPenalty = option()
     alpha: float = option()
     forbid_unk: bool = option()
@@ -58,7 +63,7 @@ class Task:
 @dataclass
 class Vocab:
     min_count: int = option(ge=1)
-    max_words: int = option(ge=1)
+    max_words: int = option(ge=1, le=MAX_CAPTION_WORDS)
 
 
 @dataclass

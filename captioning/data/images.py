@@ -22,6 +22,44 @@ class ImageReadError(OSError):
     """An image file is missing, truncated, not an image, or larger than the pixel limit."""
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_preprocess(preprocess, where: str = "preprocess") -> str | None:
+    """What is wrong with an encoder's preprocessing read from a file (a checkpoint, captioner.json), naming the key;
+    None when it is usable. The resized image (shorter side input_size / crop_pct, squared) is held to the pixel limit
+    images are read under, so a crafted size cannot make every image a huge allocation."""
+    if not isinstance(preprocess, dict):
+        return f"{where}: expected a mapping of input_size, mean, std, interpolation, crop_pct, found {preprocess!r:.80}"
+    size, crop = preprocess.get("input_size"), preprocess.get("crop_pct", 1.0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f"{where}.input_size: expected an integer >= 1, found {size!r:.80}"
+    if not _number(crop) or crop <= 0:
+        return f"{where}.crop_pct: expected a number > 0, found {crop!r:.80}"
+    if int(size / crop) ** 2 > MAX_IMAGE_PIXELS:
+        return (f"{where}.input_size={size}: images would be resized to {int(size / crop)} px squared, over the "
+                f"{MAX_IMAGE_PIXELS}-pixel limit")
+    for key in ("mean", "std"):
+        value = preprocess.get(key)
+        if not isinstance(value, list) or len(value) != 3 or not all(map(_number, value)) or (
+                key == "std" and min(value) <= 0):
+            return f"{where}.{key}: expected 3 {'positive ' if key == 'std' else ''}numbers, found {value!r:.80}"
+    if preprocess.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        return (f"{where}.interpolation: expected one of {' | '.join(INTERPOLATIONS)}, "
+                f"found {preprocess['interpolation']!r:.80}")
+    return None
+
+
+def shown(path: str | Path) -> str:
+    """A path as messages name it: quoted (repr) when spaces at its ends or control characters would hide them."""
+    text = str(path)
+    return repr(text) if text != text.strip() or not text.isprintable() else text
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB; transparency is composited onto white."""
     if image.mode == "RGB":
@@ -65,7 +103,7 @@ def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> I
     path = Path(path)
     try:
         if not path.is_file():
-            raise ImageReadError(f"{path}: image file not found")
+            raise ImageReadError(f"{shown(path)}: image file not found")
         with _pil_limit(max_pixels), Image.open(path) as image:
             if max_pixels and image.width * image.height > max_pixels:
                 raise ImageReadError(_too_large(path, image.size, max_pixels))
@@ -73,18 +111,18 @@ def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> I
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
-        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+        raise ImageReadError(f"{shown(path)}: not a readable image ({error})") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # neither is an OSError
         size = _declared_size(path)  # PIL's limit struck first: say it as ours does
         raise ImageReadError(_too_large(path, size, max_pixels) if size and max_pixels
-                             else f"{path}: refused as a decompression bomb ({error})") from error
+                             else f"{shown(path)}: refused as a decompression bomb ({error})") from error
     except Exception as error:  # decoders raise many types on damaged bytes (OSError, SyntaxError, struct.error, ...)
-        raise ImageReadError(f"{path}: corrupt or truncated image ({type(error).__name__}: {error})") from error
+        raise ImageReadError(f"{shown(path)}: corrupt or truncated image ({type(error).__name__}: {error})") from error
 
 
 def _too_large(path: Path, size: tuple[int, int], max_pixels: int) -> str:
     width, height = size
-    return (f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+    return (f"{shown(path)}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
             "(data.max_image_pixels; a decompression bomb?)")
 
 

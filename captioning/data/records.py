@@ -10,6 +10,7 @@ from typing import Callable, TypeVar
 from tqdm import tqdm
 
 from captioning.errors import DataError  # a core error (the vocabulary raises it too); data modules import it here
+from captioning.vocab import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def first_items(items: list, n: int = 5) -> str:
 
 
 def clean_captions(records: list[Record], source: str, on_bad_caption: str = "error") -> list[Record]:
-    """Drop empty or whitespace-only captions (an error or skipped) and repeats of a caption of the same record
-    (a duplicated row would count twice as a reference); records left with no caption are left out."""
+    """Drop empty captions (an error or skipped) and repeats of a caption of the same record (a duplicated row would
+    count twice as a reference); records left with no caption are left out. A caption is empty when it has no word
+    (`vocab.tokenize`): blank, or only punctuation, emoji or control characters, which would train an empty target."""
     if on_bad_caption not in ("error", "skip"):
         raise DataError(f"data.on_bad_caption must be 'error' or 'skip', got {on_bad_caption!r}")
     empty_ids, repeated_ids, repeats = [], [], 0
@@ -43,7 +45,7 @@ def clean_captions(records: list[Record], source: str, on_bad_caption: str = "er
         if bad:
             raise DataError(f"{source}: caption {bad[0]} of image id {record.image_id!r} is not a string "
                             f"({type(record.captions[bad[0]]).__name__})")
-        kept = [caption.strip() for caption in record.captions if caption.strip()]
+        kept = [caption.strip() for caption in record.captions if tokenize(caption)]
         if len(kept) != len(record.captions):
             empty_ids.append(record.image_id)
         unique = list(dict.fromkeys(kept))
@@ -56,7 +58,8 @@ def clean_captions(records: list[Record], source: str, on_bad_caption: str = "er
                     source, repeats, len(repeated_ids), first_items(repeated_ids))
     if empty_ids and on_bad_caption == "error":
         raise DataError(
-            f"{source}: empty or whitespace-only captions for image ids {first_items(empty_ids)} "
+            f"{source}: empty captions (no words: blank, or only punctuation, emoji or control characters) for image "
+            f"ids {first_items(empty_ids)} "
             "(set data.on_bad_caption=skip to drop them)"
         )
     if empty_ids:
@@ -92,17 +95,27 @@ def check_inputs(records: list[Record], check: Callable[[Path, bool], str | None
 
 
 def check_overlap(splits: dict[str, list[Record]], source: str) -> None:
-    """One input file in two splits (train/test leakage), or twice in one split under two ids, is an error."""
-    seen: dict[str, tuple[str, int | str]] = {}
+    """One input file in two splits (train/test leakage), or twice in one split under two ids, is an error. Files are
+    compared as files, not as paths: through symbolic links (real paths) and hard links (device and inode)."""
+    seen: dict[object, tuple[str, int | str, str]] = {}
     for split, records in splits.items():
         for record in records:
-            key = os.path.normpath(os.path.abspath(record.image_path))
-            if key in seen and seen[key] != (split, record.image_id):
-                first_split, first_id = seen[key]
+            keys = [os.path.realpath(record.image_path)]
+            try:
+                status = os.stat(record.image_path)
+                keys.append((status.st_dev, status.st_ino))
+            except OSError:
+                pass  # a missing file is reported by the image check; its path still counts
+            first = next((seen[key] for key in keys if key in seen), None)
+            if first is not None and first[:2] != (split, record.image_id):
+                first_split, first_id, first_path = first
                 where = f"both '{first_split}' and '{split}'" if first_split != split else f"'{split}' twice"
-                raise DataError(f"{source}: {record.image_path} is in {where} (ids {first_id!r} and "
+                same = "" if os.path.normpath(os.path.abspath(first_path)) == os.path.normpath(
+                    os.path.abspath(record.image_path)) else f" (the same file as {first_path})"
+                raise DataError(f"{source}: {record.image_path}{same} is in {where} (ids {first_id!r} and "
                                 f"{record.image_id!r}); an image must be in one split only")
-            seen[key] = (split, record.image_id)
+            for key in keys:
+                seen.setdefault(key, (split, record.image_id, record.image_path))
 
 
 def split_records(records: list[CaptionRecord]) -> dict[str, list[CaptionRecord]]:

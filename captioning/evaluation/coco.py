@@ -22,6 +22,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice.spice import Spice
 
+from captioning.config import OptionError
 from captioning.evaluation.java import (  # noqa: F401  (re-exported: the metrics' Java side)
     QuickMeteor,
     ScorerError,
@@ -53,6 +54,14 @@ def spice_missing() -> str | None:
         return (f"Stanford CoreNLP models ({', '.join(absent)}) not in {lib}; install them once, with network: "
                 "python -m pycocoevalcap.spice.get_stanford_models")
     return None
+
+
+def check_spice(spice: bool | str, java: str | None) -> None:
+    """spice=true is refused, before anything is captioned or scored, where SPICE cannot run (no Java, or no
+    Stanford CoreNLP models), with the reason and the way out."""
+    reason = spice_skip_reason(spice, find_java() if java == "auto" else java) if spice is True else None
+    if reason:
+        raise OptionError(f"spice=true: SPICE cannot run here: {reason} (spice=auto scores without it)")
 
 
 def spice_skip_reason(spice: bool | str, java: str | None) -> str | None:
@@ -89,8 +98,7 @@ def coco_scores(references: dict, hypotheses: dict, *, java: str | None = "auto"
     if java and not shutil.which(java):
         raise FileNotFoundError(f"java={java!r} is not an executable")
     spice_reason = spice_skip_reason(spice, java)
-    if spice_reason and spice is True:
-        raise RuntimeError(f"SPICE requested but unavailable: {spice_reason}")
+    check_spice(spice, java)
     image_ids = sorted(references)  # SPICE returns its per-image scores in sorted order; so do all the others
     reference_lists = {key: references[key] for key in image_ids}
     hypothesis_lists = {key: [hypotheses[key]] for key in image_ids}
@@ -120,7 +128,7 @@ def coco_scores(references: dict, hypotheses: dict, *, java: str | None = "auto"
                                                                          for s in spice_per_image]
         except (subprocess.CalledProcessError, OSError) as error:
             if spice is True:
-                raise
+                raise ScorerError(f"SPICE failed: {error}") from error
             skipped["SPICE"] = f"SPICE failed: {error}"
     return CocoScores(metrics, per_image, image_ids, tokenizer, java, skipped)
 

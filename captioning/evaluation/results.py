@@ -111,6 +111,11 @@ class Coverage:
         return summary
 
 
+def id_types(keys) -> str:
+    """`int`, `str`, or `int and str`: the types of a file's image ids, as messages name them."""
+    return " and ".join(sorted({type(key).__name__ for key in keys})) or "no"
+
+
 def match_results(results: list[dict], references: dict, allow_partial: bool = False,
                   source: str = "results") -> tuple[dict, Coverage]:
     """Pair each annotated image with its one result caption -> ({image id: caption}, coverage).
@@ -128,9 +133,13 @@ def match_results(results: list[dict], references: dict, allow_partial: bool = F
         duplicate=[key for key, count in counts.items() if count > 1],
         empty=[key for key, caption in hypotheses.items() if not caption.strip() and key in references])
     annotated_as_text = {str(key) for key in references}
+    result_types, annotation_types = id_types(hypotheses), id_types(references)
     hint = ""
     if coverage.extra and all(str(key) in annotated_as_text for key in coverage.extra[:10]):
-        hint = " (the ids differ only in type: strings in one file, numbers in the other)"
+        hint = (f" (the ids differ only in type: {source} has {result_types} ids, the annotations "
+                f"{annotation_types} ids)")
+    elif coverage.extra and result_types != annotation_types:
+        hint = f" (the id types differ: {source} has {result_types} ids, the annotations {annotation_types} ids)"
     if coverage.duplicate:
         raise ResultsError(f"{source}: {len(coverage.duplicate)} images have more than one result: "
                            f"{first_items(coverage.duplicate)}")

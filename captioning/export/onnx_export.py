@@ -20,6 +20,7 @@ from torch import nn
 
 from captioning.checkpoint import load_checkpoint
 from captioning.data.batches import Features
+from captioning.errors import ExportError
 from captioning.inference.captioner import Captioner
 
 FORMAT = 1  # captioner.json layout version, checked by the runtime
@@ -70,17 +71,25 @@ def export_onnx(checkpoint: str | Path, output_dir: str | Path, *, opset: int = 
     `output_dir`; returns its path. Existing files there are replaced only with `overwrite`."""
     output_dir = Path(output_dir)
     names = ("encoder.onnx", "init.onnx", "step.onnx", "captioner.json")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ExportError(f"{output_dir}: output is a file, not a folder; choose a folder for the export")
     existing = [output_dir / name for name in names if (output_dir / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]}: exists; choose another output or set overwrite=true")
+        raise ExportError(f"{existing[0]}: exists; choose another output or set overwrite=true")
     payload = load_checkpoint(checkpoint)
     captioner = Captioner.from_payloads([(payload, checkpoint)], device="cpu")
     if captioner.inputs.kind != "image":
-        raise ValueError(f"{checkpoint}: a {captioner.inputs.kind} captioner; export takes image captioners")
+        raise ExportError(f"{checkpoint}: a {captioner.inputs.kind} captioner; export takes image captioners")
+    if captioner.preprocess is None:
+        raise ExportError(f"{checkpoint}: a model of precomputed region features has no image encoder to export; "
+                          "export takes captioners of image files")
     encoder, decoder = captioner.model.encoder.eval(), captioner.model.decoder.eval()
     with_grid = bool(getattr(decoder, "uses_grid", False))
     size = int(captioner.preprocess["input_size"])
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # under a file, no permission
+        raise ExportError(f"{output_dir}: cannot create the output folder ({error.strerror or error})") from None
 
     with torch.no_grad():
         images = torch.zeros(2, 3, size, size)

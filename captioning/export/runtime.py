@@ -3,48 +3,60 @@
     python -m captioning.export.runtime EXPORT_DIR photo.jpg [more.jpg ...] [--beam-size 3] [--n-best 1]
 
 Preprocessing (resize the shorter side, centre crop, normalise) and beam search follow the PyTorch code they
-mirror (data/transforms.py, decoding/search.py), so the captions are the same (tests/test_export.py).
+mirror (data/transforms.py, decoding/search.py), so the captions are the same (tests/test_export.py). Images are
+read as caption.py reads them (data/images.py, torch-free: the pixel limit, EXIF, any mode); an unreadable one is
+reported on stderr and skipped. A bad option or export folder ends it with one `error: ...` line naming the option
+or file, exit status 1; so does having nothing to caption.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
+from PIL import Image
+
+from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, load_rgb, to_rgb
+from captioning.errors import ExportError
+from captioning.export.description import check_description
 
 FORMAT = 1
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+GRAPHS = ("encoder.onnx", "init.onnx", "step.onnx")
 
 
 class OnnxCaptioner:
     def __init__(self, folder: str | Path, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
         folder = Path(folder)
+        if not folder.is_dir():
+            raise ExportError(f"{folder}: not an export folder (captioning-export writes one)")
+        missing = [name for name in ("captioner.json", *GRAPHS) if not (folder / name).is_file()]
+        if missing:
+            raise ExportError(f"{folder / missing[0]}: missing from the export folder; export the checkpoint again")
         try:
-            spec = json.loads((folder / "captioner.json").read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{folder / 'captioner.json'}: not a readable export description ({error})") from None
-        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-            raise ValueError(f"{folder / 'captioner.json'}: format {spec.get('format') if isinstance(spec, dict) else None!r}"
-                             f", this runtime reads format {FORMAT}")
+            spec = json.loads((folder / "captioner.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as error:
+            raise ExportError(f"{folder / 'captioner.json'}: not a readable export description ({error})") from None
+        if not isinstance(spec, dict):
+            raise ExportError(f"{folder / 'captioner.json'}: expected a JSON object, found {type(spec).__name__}")
+        if spec.get("format") != FORMAT:
+            raise ExportError(f"{folder / 'captioner.json'}: format {spec.get('format')!r}, "
+                              f"this runtime reads format {FORMAT}")
+        check_description(spec, folder / "captioner.json")  # ids, sizes and names are data from a file: checked
         self.spec, self.words = spec, spec["vocab"]
-        self.encoder, self.init, self.step_graph = (ort.InferenceSession(str(folder / name), providers=list(providers))
-                                                    for name in ("encoder.onnx", "init.onnx", "step.onnx"))
+        self.encoder, self.init, self.step_graph = (open_graph(folder / name, providers) for name in GRAPHS)
+        check_graphs(self, folder)
 
     def preprocess(self, image: str | Path | Image.Image) -> np.ndarray:
         """An image file or PIL image -> (3, S, S) float32, as the checkpoint's preprocessing."""
         p = self.spec["preprocess"]
-        if not isinstance(image, Image.Image):
-            with Image.open(image) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        if image.mode in ("RGBA", "LA", "P", "PA"):  # transparency onto white, as the training images
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        image = image.convert("RGB")
+        # As the Captioner reads images: upright, transparency onto white, 16-bit rescaled; files over the pixel
+        # limit, missing or damaged raise ImageReadError naming the file.
+        image = to_rgb(image) if isinstance(image, Image.Image) else load_rgb(image, max_pixels=MAX_IMAGE_PIXELS)
         size = int(p["input_size"])
         short = int(math.floor(size / p.get("crop_pct", 1.0)))
         w, h = image.size
@@ -120,8 +132,8 @@ class OnnxCaptioner:
         return " ".join(out)
 
     def caption(self, images: list, **decode) -> list[dict]:
-        """Images (paths or PIL images) -> [{"caption", "score", "alternatives": [{"caption", "score"}]}]."""
-        batch = np.stack([self.preprocess(image) for image in images])
+        """Images (paths, PIL images or `preprocess`ed arrays) -> [{"caption", "score", "alternatives": [...]}]."""
+        batch = np.stack([image if isinstance(image, np.ndarray) else self.preprocess(image) for image in images])
         memory = self.encode(batch)
         results = []
         for index in range(len(images)):
@@ -131,24 +143,99 @@ class OnnxCaptioner:
         return results
 
 
+def open_graph(path: Path, providers: tuple[str, ...]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), providers=list(providers))
+    except Exception as error:  # onnxruntime's own types (InvalidProtobuf, Fail, ...) for a damaged or foreign file
+        message = " ".join(str(error).split())[:300]
+        raise ExportError(f"{path}: not a loadable ONNX graph ({type(error).__name__}: {message})") from None
+
+
+def check_graphs(captioner: OnnxCaptioner, folder: Path) -> None:
+    """Each graph takes and gives the arrays captioner.json names for its place (a step.onnx swapped for
+    encoder.onnx, or graphs of another export, are refused by file name before any image is read)."""
+    memory, state = list(captioner.spec.get("memory", [])), list(captioner.spec.get("state", []))
+    expected = {"encoder.onnx": (captioner.encoder, {"images"}, memory),
+                "init.onnx": (captioner.init, set(memory), state),
+                "step.onnx": (captioner.step_graph, {"tokens", *state},
+                              ["log_probs", *(f"next_{name}" for name in state)])}
+    for name, (session, inputs, outputs) in expected.items():
+        got_inputs = {node.name for node in session.get_inputs()}
+        got_outputs = [node.name for node in session.get_outputs()]
+        # init.onnx may drop a memory array it never reads (soft attention's pooled vector); step.onnx may not.
+        inputs_ok = got_inputs <= inputs and bool(got_inputs) if name == "init.onnx" else got_inputs == inputs
+        if not inputs_ok or got_outputs != outputs:
+            raise ExportError(f"{folder / name}: not this export's {name.split('.')[0]} graph: it takes "
+                              f"{sorted(got_inputs)} and gives {got_outputs}; captioner.json expects "
+                              f"{sorted(inputs)} -> {outputs}")
+    size = captioner.spec.get("preprocess", {}).get("input_size")
+    side = captioner.encoder.get_inputs()[0].shape[2:]
+    if all(isinstance(n, int) for n in side) and side != [size, size]:
+        raise ExportError(f"{folder / 'encoder.onnx'}: takes {side[0]}x{side[1]} images; captioner.json's "
+                          f"preprocess.input_size is {size}")
+
+
 def feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays a graph takes: the exporter drops inputs a graph never reads (soft attention's init: the pooled vector)."""
     wanted = {node.name for node in session.get_inputs()}
     return {name: array for name, array in arrays.items() if name in wanted}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Caption images with an ONNX export (no torch).")
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option ends with one `error: ...` line and exit status 1, as every other command."""
+
+    def error(self, message: str):
+        raise SystemExit(f"error: {message} (see --help)")
+
+
+def at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, found {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, found {value}")
+        return value
+    return parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineParser(prog="python -m captioning.export.runtime",
+                           description="Caption images with an ONNX export (no torch).")
     parser.add_argument("export_dir")
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--n-best", type=int, default=1)
+    parser.add_argument("--beam-size", type=at_least(1), default=3)
+    parser.add_argument("--n-best", type=at_least(1), default=1)
     parser.add_argument("--length-penalty", choices=("none", "avg", "gnmt"), default="none")
-    args = parser.parse_args()
-    captioner = OnnxCaptioner(args.export_dir)
-    for path, result in zip(args.images, captioner.caption(args.images, beam_size=args.beam_size, n_best=args.n_best,
-                                                            length_penalty=args.length_penalty), strict=True):
-        print(f"{path}\t{result['caption']}")
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="images encoded at once")
+    args = parser.parse_args(argv)
+    if args.n_best > args.beam_size:
+        parser.error(f"argument --n-best: {args.n_best} is more than --beam-size {args.beam_size}")
+    try:
+        captioner = OnnxCaptioner(args.export_dir)
+    except ExportError as error:
+        raise SystemExit(f"error: {' '.join(str(error).split())}") from None
+    decode = dict(beam_size=args.beam_size, n_best=args.n_best, length_penalty=args.length_penalty)
+    captioned = skipped = 0
+    for first in range(0, len(args.images), args.batch_size):
+        paths, arrays = [], []
+        for path in args.images[first:first + args.batch_size]:
+            try:
+                arrays.append(captioner.preprocess(path))
+                paths.append(path)
+            except ImageReadError as error:
+                print(f"skipped {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+                skipped += 1
+        if not paths:
+            continue
+        for path, result in zip(paths, captioner.caption(arrays, **decode), strict=True):
+            print(f"{path}\t{result['caption']}", flush=True)
+            captioned += 1
+    if skipped:
+        print(f"{captioned} images captioned, {skipped} skipped", file=sys.stderr)
+    if not captioned:
+        raise SystemExit(f"error: nothing could be captioned ({skipped} images skipped)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from captioning.config import OptionError
 from captioning.data.images import load_rgb
 from captioning.data.transforms import decode_size
 from captioning.inference.captioner import Caption, Captioner, grid_shape
+from captioning.inference.paths import file_keys
 
 PANELS_PER_ROW = 5
 
@@ -93,10 +94,14 @@ def draw_attention(image: Image.Image, caption: Caption, preprocess: dict, outpu
 
 def map_paths(inputs: list[Path], folder: str, overwrite: bool) -> dict[Path, Path]:
     """Each input's PNG in `folder` (its file name, numbered when two inputs share one), checked before any
-    captioning: `folder` must be a folder, and a PNG there is replaced only with `overwrite=true`."""
+    captioning: `folder` must be a folder, a PNG there is replaced only with `overwrite=true`, and never when it is
+    one of the inputs (a map written into the images' own folder, `a.jpg`'s map over `a.png`)."""
     target = Path(folder).expanduser()
+    inputs_by_key = {key: path for path in inputs for key in file_keys(path)}
     if target.exists() and not target.is_dir():
-        raise OptionError(f"attention_maps={folder!r}: a file, not a folder")
+        clash = next((inputs_by_key[key] for key in file_keys(target) if key in inputs_by_key), None)
+        raise OptionError(f"attention_maps={folder!r}: " + (f"that is {clash}, one of the inputs being captioned; "
+                          "give a folder for the maps" if clash is not None else "a file, not a folder"))
     names: dict[Path, Path] = {}
     taken: set[str] = set()
     for path in inputs:
@@ -107,6 +112,11 @@ def map_paths(inputs: list[Path], folder: str, overwrite: bool) -> dict[Path, Pa
             name = f"{path.stem}-{number}.png"
         taken.add(name)
         names[path] = target / name
+    for path, png in names.items():
+        clash = next((inputs_by_key[key] for key in file_keys(png) if key in inputs_by_key), None)
+        if clash is not None:
+            raise OptionError(f"attention_maps={folder!r}: the map of {path} would be written over {clash}, one of "
+                              "the inputs being captioned (overwrite=true never replaces an input); give another folder")
     existing = [png for png in names.values() if png.exists()]
     if existing and not overwrite:
         raise OptionError(f"attention_maps={folder!r}: {existing[0]} exists; give overwrite=true to replace "
@@ -122,8 +132,7 @@ def map_writer(captioner: Captioner, paths: list[Path], folder: str | None, over
     if not folder:
         return None
     if not captioner.has_attention():
-        raise OptionError(f"attention_maps={folder!r}: this checkpoint's decoder attends over no grid "
-                          "(attention decoders: model/decoder=soft_attention, updown or transformer)")
+        raise OptionError(f"attention_maps={folder!r}: {captioner.no_attention_reason()}")
     maps = map_paths(paths, folder, overwrite)
     return lambda path, caption: draw_attention(load_rgb(path), caption, captioner.preprocess, maps[path])
 

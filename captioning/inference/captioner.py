@@ -4,19 +4,28 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
+from tqdm import tqdm
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, load_state
+from captioning.config import MAX_CAPTION_WORDS, OptionError
 from captioning.data.batches import Features
 from captioning.data.feature_rows import StoreRows
+from captioning.data.images import check_preprocess
 from captioning.data.inputs import ClipInputs, ImageInputs, inputs_for
 from captioning.data.transforms import build_transform
 from captioning.decoding import beam_search, diverse_beam_search, sample
 from captioning.execution import resolve_device
 from captioning.inference.ensemble import EnsembleModel, check_members
-from captioning.models.caption_model import CaptionModel, build_caption_model, check_model_spec
+from captioning.models.caption_model import (
+    CaptionModel,
+    build_caption_model,
+    check_model_spec,
+    check_nothing_fetched,
+    check_spec_fits_weights,
+)
 from captioning.registry import SpecError
 from captioning.vocab import Vocabulary
 
@@ -46,9 +55,20 @@ def check_caption_payload(payload: dict) -> Vocabulary:
         raise ValueError(f"frames: expected a positive integer, found {frames!r}")
     parts = ("encoder", "temporal", "decoder") if frames is not None else ("encoder", "decoder")
     check_model_spec(payload["model_spec"], parts, "model_spec")
-    if not isinstance(payload.get("max_words", 20), int):
-        raise ValueError(f"max_words: expected an integer, found {payload['max_words']!r}")
+    max_words = payload.get("max_words", 20)
+    if not isinstance(max_words, int) or isinstance(max_words, bool) or not 1 <= max_words <= MAX_CAPTION_WORDS:
+        raise ValueError(f"max_words: expected an integer in 1..{MAX_CAPTION_WORDS}, found {max_words!r}")
+    problem = check_preprocess(payload["preprocess"]) if payload["preprocess"] is not None else None  # None: regions
+    if problem:
+        raise ValueError(problem)
     return vocab
+
+
+def check_decode_limits(decode: dict, max_words: int, where: str) -> None:
+    """decode.min_words within the cap actually in force: decode.max_words, or (null) the checkpoint's max_words."""
+    if decode.get("max_words") is None and decode.get("min_words", 0) > max_words:
+        raise OptionError(f"decode.min_words={decode['min_words']}: expected an integer in 0..{max_words} (the "
+                          f"max_words of {where}, in force while decode.max_words=null)")
 
 
 class Captioner:
@@ -71,18 +91,23 @@ class Captioner:
         self.transform = build_transform(preprocess) if preprocess is not None else None  # None: precomputed regions
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto") -> "Captioner":
+    def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "auto",
+                        allow_hub_model: str | None = None) -> "Captioner":
         """One checkpoint, or a list of them: an ensemble (inference/ensemble.py) that decodes with the mean of the
-        members' log-probabilities. Members must share the vocabulary and the preprocessing; max_words is the first's."""
+        members' log-probabilities. Members must share the vocabulary and the preprocessing; max_words is the first's.
+        A hub or URL encoder named by a checkpoint is refused unless it is `allow_hub_model` (the user's choice)."""
         paths = [path] if isinstance(path, (str, Path)) else list(path)
-        return cls.from_payloads([(load_checkpoint(p), p) for p in paths], device)
+        if not paths:
+            raise CheckpointError("checkpoint: an empty list; give one checkpoint, or several for an ensemble")
+        return cls.from_payloads([(load_checkpoint(p), p) for p in paths], device, allow_hub_model)
 
     @classmethod
-    def from_payloads(cls, loaded: list[tuple[dict, str | Path]], device: str | torch.device = "auto") -> "Captioner":
+    def from_payloads(cls, loaded: list[tuple[dict, str | Path]], device: str | torch.device = "auto",
+                      allow_hub_model: str | None = None) -> "Captioner":
         """Checkpoints already read by `load_checkpoint`, with their paths: one captioner, or an ensemble of them."""
         if len(loaded) == 1:
-            return cls.from_payload(*loaded[0], device)
-        members = [(cls.from_payload(payload, path, "cpu"), path) for payload, path in loaded]
+            return cls.from_payload(*loaded[0], device, allow_hub_model)
+        members = [(cls.from_payload(payload, path, "cpu", allow_hub_model), path) for payload, path in loaded]
         try:
             check_members(members)
         except ValueError as error:
@@ -92,11 +117,16 @@ class Captioner:
                    first.max_words, device, first.inputs)
 
     @classmethod
-    def from_payload(cls, payload: dict, path: str | Path, device: str | torch.device = "auto") -> "Captioner":
+    def from_payload(cls, payload: dict, path: str | Path, device: str | torch.device = "auto",
+                     allow_hub_model: str | None = None) -> "Captioner":
         """A checkpoint already read by `load_checkpoint` (from `path`, named in errors)."""
         try:
             vocab = check_caption_payload(payload)
-            model = build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec")
+            check_nothing_fetched(payload["model_spec"], "model_spec", allow_hub_model)
+            def build() -> CaptionModel:
+                return build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec")
+            check_spec_fits_weights(build, payload["model"])  # sizes come from the file: built first with no memory
+            model = build()
         except (SpecError, ValueError) as error:
             raise CheckpointError(f"{path}: {error}") from None
         load_state(model, payload["model"], path)
@@ -106,8 +136,8 @@ class Captioner:
     def read(self, item: Any) -> Any:
         """One image (path, PIL image, tensor) or clip (frame folder, video file) -> model input."""
         if self.transform is None:
-            raise ValueError("this model reads precomputed region features and has no image encoder: it captions "
-                             "the images of a region store (evaluate.py data.features=STORE), not image files")
+            raise OptionError("this model reads precomputed region features and has no image encoder: it captions "
+                              "the images of a region store (evaluate.py data.features=STORE), not image files")
         return self.inputs.read(item, self.transform)
 
     @torch.no_grad()
@@ -166,14 +196,20 @@ class Captioner:
     def has_attention(self) -> bool:
         return hasattr(self.model.decoder, "attention_weights")
 
+    def no_attention_reason(self) -> str:
+        """Why `has_attention()` is False, for the refusal of return_attention / attention_maps."""
+        if isinstance(self.model, EnsembleModel):
+            return (f"an ensemble of {len(self.model.encoder.members)} checkpoints has no single attention map (each "
+                    "member attends on its own); give one checkpoint")
+        return (f"this checkpoint's decoder attends over no grid ({type(self.model.decoder).__name__}; attention "
+                "decoders: model/decoder=soft_attention, updown or transformer)")
+
     @torch.no_grad()
     def attention(self, memory: Any, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Captions `tokens` (B, T) (no `<start>`, ending with `<end>`) -> per caption (words, N): where each of its
         words looked. The decoder reruns each caption word by word, so the weights are those decoding produced."""
         if not self.has_attention():
-            raise ValueError(f"return_attention: the {type(self.model.decoder).__name__} attends over no grid "
-                             "(attention decoders: model/decoder=soft_attention, updown or transformer; an ensemble "
-                             "has no one map)")
+            raise OptionError(f"return_attention: {self.no_attention_reason()}")
         start = torch.full_like(tokens[:, :1], self.vocab.start)
         weights = self.model.decoder.attention_weights(memory, torch.cat([start, tokens], dim=1))  # (B, T, N)
         lengths = [len(self.vocab.decode_tokens(row)) for row in tokens.tolist()]
@@ -182,7 +218,7 @@ class Captioner:
     def caption_rows(self, rows: StoreRows, *, batch_size: int = 32, **decode) -> list[Caption]:
         """One Caption per record of a feature store's `rows` (`FeatureStore.reader`), read a batch at a time."""
         captions = []
-        for first in range(0, len(rows), batch_size):
+        for first in progress(range(0, len(rows), batch_size), "captioning store rows"):
             batch = rows.read(torch.arange(first, min(first + batch_size, len(rows))))
             captions += self.to_captions(*self.decode_features(batch, **decode))
         return captions
@@ -193,13 +229,20 @@ class Captioner:
         image captioner, clips (frame folders, video files) for a clip captioner. One gives one Caption, a list a list.
         Unreadable files raise `ImageReadError` (clips: `ClipReadError`). `return_attention` (attention decoders):
         each Caption also holds, per word, its attention weights over the grid (`Caption.attention`, `.grid`)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise OptionError(f"batch_size: expected an integer >= 1, found {batch_size!r}")
         single = self.inputs.is_single(items)
         items = [items] if single else list(items)
         captions = []
-        for first in range(0, len(items), batch_size):
+        for first in progress(range(0, len(items), batch_size), f"captioning {self.inputs.kind}s"):
             captions += self.caption_inputs([self.read(item) for item in items[first:first + batch_size]],
                                             return_attention=return_attention, **decode)
         return captions[0] if single else captions
+
+
+def progress(batches: range, desc: str) -> Iterable[int]:
+    """Batch starts, with a progress bar on stderr when there are several batches (a split of 5,000 images)."""
+    return tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, disable=len(batches) < 2)
 
 
 def grid_shape(cells: int) -> list[int]:

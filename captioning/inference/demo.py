@@ -2,6 +2,7 @@
 scores and, for attention decoders, where each word looked. Bad uploads get a message in the page."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,16 +20,23 @@ def caption_upload(captioner: Captioner, path: str | None, beam_size: float, n_b
                    ) -> tuple[str, str | None, str, list[list], np.ndarray | None]:
     """One request of the page: (status message, the image shown, best caption, n-best rows [rank, caption, score],
     the attention panels as an (H, W, 3) array or None). A file that is not a readable image, or exceeds
-    `max_pixels`, gives a message in the page, never an exception."""
+    `max_pixels`, and settings that are not numbers (an API call) give a message naming them, never an exception."""
     if not path:
         return "Upload an image or pick an example.", None, "", [], None
     try:
         image = load_rgb(path, max_pixels=max_pixels)
     except ImageReadError as error:
         return f"Could not read this upload: {str(error).replace(str(path), Path(path).name)}", None, "", [], None
-    beam = max(int(beam_size), 1)
+    beam, shown = whole_number(beam_size), whole_number(n_best)
+    for name, value, given in (("beam_size", beam, beam_size), ("n_best", shown, n_best)):
+        if value is None:
+            return f"{name}: expected a whole number, found {given!r:.40}", None, "", [], None
+    if length_penalty not in PENALTIES:
+        return (f"length_penalty: expected one of {' | '.join(PENALTIES)}, found {length_penalty!r:.40}", None, "", [],
+                None)
+    beam = max(beam, 1)
     attend = captioner.has_attention()
-    caption = captioner.caption(image, beam_size=beam, n_best=min(max(int(n_best), 1), beam),
+    caption = captioner.caption(image, beam_size=beam, n_best=min(max(shown, 1), beam),
                                 length_penalty=length_penalty, return_attention=attend)
     ranked = [{"caption": caption.caption, "score": caption.score}, *caption.alternatives]
     rows = [[rank, item["caption"], round(item["score"], 4)] for rank, item in enumerate(ranked, 1)]
@@ -36,6 +44,15 @@ def caption_upload(captioner: Captioner, path: str | None, beam_size: float, n_b
     if attend:
         attention = attention_array(image, caption, captioner.preprocess)
     return "", path, caption.caption, rows, attention
+
+
+def whole_number(value) -> int | None:
+    """A slider's value (a number, or what an API call sent) as an int; None when it is not a whole number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
 
 
 def build_demo(captioner: Captioner, examples: list[str], title: str, max_pixels: int | None = MAX_IMAGE_PIXELS):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from captioning.checkpoint import load_checkpoint
+from captioning.data.clips import ClipRecord
 from captioning.data.feature_rows import StoreRows
 from captioning.data.features import FeatureStore
 from captioning.data.records import DataError, check_inputs, clean_captions
@@ -19,18 +20,24 @@ from captioning.evaluation.report import (
     write_outputs,
 )
 from captioning.evaluation.results import write_results
-from captioning.inference.captioner import Captioner
+from captioning.inference.captioner import Captioner, check_decode_limits
 
 log = logging.getLogger(__name__)
 
 
 def read_split(payload: dict, path: str | Path, split: str, data: dict | None, limit: int | None) -> tuple[dict, list]:
     """The records of `split` from `data` (None: the data source saved in the checkpoint), the first `limit` if set."""
+    from_file = data is None  # a checkpoint's data source is read, never generated (synthetic sources)
     data = data if data is not None else payload.get("data")
     if not data or "source" not in data:
         raise DataError(f"{path}: stores no data source; choose one with data=...")
-    splits = read_source(data["source"], "data.source" if data is not payload.get("data") else f"{path}: data.source",
-                         allow_outside_root=data.get("allow_outside_root", False) is True)
+    try:
+        splits = read_source(data["source"], f"{path}: data.source" if from_file else "data.source",
+                             allow_outside_root=data.get("allow_outside_root", False) is True, generate=not from_file)
+    except DataError as error:
+        if from_file and str(error).startswith("data.source:"):  # name the checkpoint whose spec it is
+            raise DataError(f"{path}: {error}") from None
+        raise
     if not splits.get(split):
         raise DataError(f"data source {data.get('name', '?')!r} has no '{split}' split (it has {sorted(splits)})")
     records = splits[split]
@@ -38,6 +45,14 @@ def read_split(payload: dict, path: str | Path, split: str, data: dict | None, l
         log.warning("evaluating only the first %d of the split, not the full split", limit)
         records = records[:limit]
     return data, records
+
+
+def check_kind(records: list, kind: str, data: dict, checkpoint: str | Path) -> None:
+    """Clips given to an image captioner, or images to a clip captioner, are refused by kind, not as unreadable files."""
+    data_kind = "clip" if records and isinstance(records[0], ClipRecord) else "image"
+    if records and data_kind != kind:
+        raise DataError(f"data source {data.get('name', '?')!r}: this data is {data_kind}s and {checkpoint} captions "
+                        f"{kind}s; choose data of {kind}s (data=...) or a {data_kind} captioning checkpoint")
 
 
 def store_rows(captioner: Captioner, features: str | None, records: list, checkpoint: str | Path) -> StoreRows | None:
@@ -55,12 +70,14 @@ def store_rows(captioner: Captioner, features: str | None, records: list, checkp
 def evaluate_checkpoints(checkpoint: str | Path | list, *, task: str, split: str, data: dict | None, decode: dict,
                          output_dir: str | Path, device: str = "auto", batch_size: int = 64,
                          max_items: int | None = None, java: str | None = "auto", spice: bool | str = "auto",
-                         meteor: str = "required", overwrite: bool = False, features: str | None = None) -> dict:
+                         meteor: str = "required", overwrite: bool = False, features: str | None = None,
+                         allow_hub_model: str | None = None) -> dict:
     """Caption every input of `split` (decoding per `decode`) with one `task` checkpoint, or a list of them (an
     ensemble: the data source is the first member's), and score it with the COCO caption metrics.
 
     Writes `results.json` (COCO results format), `metrics.json` and `per_image.csv` into `output_dir`.
     A model of precomputed region features captions the split's rows of the region store `features`.
+    A hub or URL encoder named by a checkpoint is fetched only when it is `allow_hub_model` (the user's choice).
     """
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     loaded = [(load_checkpoint(path, expect_task=task), path) for path in paths]
@@ -68,10 +85,12 @@ def evaluate_checkpoints(checkpoint: str | Path | list, *, task: str, split: str
     evaluation = evaluation_id("checkpoint", split, checkpoint=paths if len(paths) > 1 else paths[0])
     output_dir = claim_outputs(output_dir, ("results.json", "metrics.json", "per_image.csv"), evaluation,
                                overwrite=overwrite)
-    captioner = Captioner.from_payloads(loaded, device)  # each file is read once
+    captioner = Captioner.from_payloads(loaded, device, allow_hub_model)  # each file is read once
+    check_decode_limits(decode, captioner.max_words, str(paths[0]))
     data, records = read_split(loaded[0][0], paths[0], split, data, max_items)
     records = clean_captions(records, f"{split} captions", on_bad_caption="skip")
     kind = captioner.inputs.kind
+    check_kind(records, kind, data, paths[0])
     rows = store_rows(captioner, features, records, paths[0])
     if rows is None:
         records = check_inputs(records, captioner.inputs.check, "error", full=False, what=f"{kind}s")

@@ -7,7 +7,7 @@ so a spec read from a file can only choose the project's own components.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -75,6 +75,36 @@ def check_model_spec(spec: Any, parts: tuple[str, ...], where: str = "model") ->
             raise SpecError(f"{where}.{part}: missing")
         PARTS[part].check(spec[part], f"{where}.{part}", SUPPLIED[part])
     return spec
+
+
+def check_nothing_fetched(spec: Any, where: str, allowed: str | None = None) -> None:
+    """A model spec read from a file (checkpoint, captioner.json) may not name a hub, URL or folder model: nothing a
+    file names is fetched. Registry names (timm's, torchvision's) hold no ':' or '/'; `hf-hub:org/model`,
+    `local-dir:/path` and URLs do, and timm fetches their config even with pretrained=False. `allowed`: the one
+    such name the user gave on the command line (`allow_hub_model=`)."""
+    encoder = spec.get("encoder") if isinstance(spec, dict) else None
+    name = encoder.get("model") if isinstance(encoder, dict) else None
+    if isinstance(name, str) and name != allowed and any(mark in name for mark in (":", "/", "\\")):
+        raise SpecError(f"{where}.encoder.model={name!r}: a hub, URL or folder model named by a file; nothing a file "
+                        f"names is fetched (to fetch it, give allow_hub_model='{name}' on the command line)")
+
+
+def check_spec_fits_weights(build: Callable[[], nn.Module], state_dict: dict, where: str = "model_spec") -> None:
+    """Build a model spec read from a file on the meta device (no memory) and refuse it unless its tensors are the
+    checkpoint's, name for name and shape for shape: a crafted `hidden_size` of a billion is refused before anything
+    is allocated, and the model built next is no larger than the weights the file holds."""
+    with torch.device("meta"):
+        skeleton = build()
+    expected = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
+    given = {name: tuple(value.shape) for name, value in state_dict.items() if torch.is_tensor(value)}
+    if expected == given:
+        return
+    wrong = [f"{name} {expected[name]} where the weights are {given[name]}" for name in expected
+             if name in given and expected[name] != given[name]]
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    problem = (wrong[0] if wrong else f"{missing[0]} has no weights" if missing else f"weights {extra[0]} fit no tensor")
+    raise SpecError(f"{where}: builds a model that does not fit the checkpoint's weights ({problem}; "
+                    f"{len(wrong) + len(missing) + len(extra)} tensors differ)")
 
 
 def build_encoder(spec: dict, pretrained: bool, where: str = "model.encoder") -> ImageEncoder:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.data.batches import Features
-from captioning.registry import Registry
+from captioning.registry import Registry, require_at_least
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class TinyCNN(nn.Module):
 
     def __init__(self, image_size: int = 64, width: int = 32, out_dim: int = 256, blocks: int = 4):
         super().__init__()
+        require_at_least("model.encoder", 1, width=width, out_dim=out_dim)
         if not 1 <= blocks <= 6 or image_size % 2 ** blocks:
             raise ValueError(f"model.encoder: image_size {image_size} must be a multiple of 2^blocks "
                              f"(blocks {blocks}, from 1 to 6)")

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from captioning.data.batches import Clips, Features
 from captioning.models.decoders.base import CaptionDecoder
 from captioning.models.encoders import ImageEncoder
-from captioning.registry import Registry
+from captioning.registry import Registry, require_at_least, require_fraction
 
 TEMPORAL = Registry("temporal model")
 
@@ -66,6 +66,8 @@ class TemporalLSTM(nn.Module):
         super().__init__()
         if pooling not in ("last", "mean"):
             raise ValueError(f"model.temporal.pooling must be 'last' or 'mean', got {pooling!r}")
+        require_at_least("model.temporal", 1, hidden_size=hidden_size, num_layers=num_layers)
+        require_fraction("model.temporal", dropout=dropout)
         self.pooling, self.out_dim = pooling, hidden_size
         self.norm = nn.BatchNorm1d(input_dim) if input_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)

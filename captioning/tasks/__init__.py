@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> dict:
         check_finite(init["model"], cfg.train.init_from)
     # One training process per run folder; another run's files are replaced only on request (train.overwrite)
     with claim_run_dir(cfg.run_dir, resume_step=resume["step"] if resume is not None else None,
-                       overwrite=cfg.train.get("overwrite", False)):
+                       overwrite=cfg.train.get("overwrite", False), resume_from=cfg.train.resume or None):
         run_log = RunLog(cfg.run_dir, cfg.train.log_every)
         run_log.text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if run_log.active:

@@ -14,9 +14,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from captioning import distributed
-from captioning.checkpoint import load_state
+from captioning.checkpoint import CheckpointError, load_state
 from captioning.data.datasets import LabelledClips, collate_labelled_clips
 from captioning.data.features import cache_features
+from captioning.data.images import check_preprocess
 from captioning.data.inputs import ClipInputs
 from captioning.data.loading import make_loader
 from captioning.data.records import check_inputs
@@ -27,8 +28,13 @@ from captioning.evaluation.classification import ACTIVITY_METRICS, activity_metr
 from captioning.evaluation.report import claim_outputs, evaluation_id, record_outputs, sha256_of
 from captioning.execution import autocast, resolve_device, to_device
 from captioning.inference.scoring import read_split
-from captioning.models.caption_model import build_activity_model, check_model_spec
-from captioning.registry import plain
+from captioning.models.caption_model import (
+    build_activity_model,
+    check_model_spec,
+    check_nothing_fetched,
+    check_spec_fits_weights,
+)
+from captioning.registry import SpecError, plain
 from captioning.tasks.base import (
     TASKS,
     Task,
@@ -83,6 +89,9 @@ class ActivityTask(Task):
         if not isinstance(payload.get("frames"), int) or isinstance(payload["frames"], bool):
             raise ValueError(f"frames: expected an integer, found {payload.get('frames')!r}")
         check_model_spec(payload["model_spec"], self.model_parts, "model_spec")
+        problem = check_preprocess(payload["preprocess"])
+        if problem:
+            raise ValueError(problem)
 
     def setup(self, cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None, resume: dict | None,
               init: dict | None, run_log: RunLog) -> TaskRun:
@@ -136,7 +145,8 @@ class ActivityTask(Task):
         if cfg.train.evaluate_test and self.has_test:
             run_dir = Path(cfg.run_dir)
             report = self.evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test", data=None,
-                                              output_dir=run_dir / "test", device=str(device))
+                                              output_dir=run_dir / "test", device=str(device),
+                                              allow_hub_model=cfg.model.encoder.get("model"))  # the user's own encoder
             print(report["summary"])
             result["test"] = {name: value for name, value in report["metrics"].items() if not isinstance(value, list)}
             (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -144,12 +154,13 @@ class ActivityTask(Task):
     def evaluate(self, cfg: DictConfig) -> dict:
         return self.evaluate_checkpoint(cfg.checkpoint, split=cfg.split, data=plain(cfg.data) if cfg.data else None,
                                         output_dir=cfg.output_dir, device=cfg.device, batch_size=cfg.batch_size,
-                                        max_items=cfg.max_images, overwrite=cfg.get("overwrite", False))
+                                        max_items=cfg.max_images, overwrite=cfg.get("overwrite", False),
+                                        allow_hub_model=cfg.get("allow_hub_model"))
 
     @torch.no_grad()
     def evaluate_checkpoint(self, checkpoint: str | Path, *, split: str, data: dict | None, output_dir: str | Path,
                             device: str = "auto", batch_size: int = 32, max_items: int | None = None,
-                            overwrite: bool = False) -> dict:
+                            overwrite: bool = False, allow_hub_model: str | None = None) -> dict:
         """Classify every clip of `split`: top-1 and mean per-class accuracy (0-100) and the confusion matrix."""
         payload, _ = read_checkpoint(checkpoint, expect_task=self.name)
         output_dir = claim_outputs(output_dir, ("predictions.csv", "confusion.png", "metrics.json"),
@@ -159,7 +170,14 @@ class ActivityTask(Task):
         records = check_inputs(records, ClipInputs.check, "error", full=False, what="clips")
         check_labels({split: records}, classes)
         device = resolve_device(device)
-        model = build_activity_model(payload["model_spec"], len(classes), pretrained=False)
+        def build():
+            return build_activity_model(payload["model_spec"], len(classes), pretrained=False)
+        try:
+            check_nothing_fetched(payload["model_spec"], "model_spec", allow_hub_model)
+            check_spec_fits_weights(build, payload["model"])  # sizes come from the file: built first with no memory
+        except (SpecError, ValueError) as error:
+            raise CheckpointError(f"{checkpoint}: {error}") from None
+        model = build()
         load_state(model, payload["model"], checkpoint)
         model.to(device)
         inputs = ClipInputs(payload["frames"])

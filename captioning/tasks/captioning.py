@@ -23,7 +23,7 @@ from captioning.data.sources import read_source
 from captioning.data.tensor_batches import TensorBatches
 from captioning.data.transforms import augments, build_transform
 from captioning.inference.attention_maps import map_writer, validation_maps
-from captioning.inference.captioner import Captioner, check_caption_payload
+from captioning.inference.captioner import Captioner, check_caption_payload, check_decode_limits
 from captioning.inference.paths import caption_paths
 from captioning.inference.scoring import evaluate_checkpoints
 from captioning.models.caption_model import build_caption_model
@@ -191,7 +191,8 @@ class CaptionTask(Task):
         if cfg.train.evaluate_test:
             report = self.evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", split="test", data=None,
                                               decode=plain(cfg.decode), output_dir=run_dir / "test", device=str(device),
-                                              features=cfg.data.get("features"))
+                                              features=cfg.data.get("features"),
+                                              allow_hub_model=cfg.model.encoder.get("model"))  # the user's own encoder
             print(report["summary"])
             result["test"] = report["metrics"]
             (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -220,7 +221,8 @@ class CaptionTask(Task):
                                         batch_size=cfg.batch_size, max_items=cfg.max_images,
                                         java=None if cfg.java == "none" else cfg.java, spice=cfg.spice,
                                         meteor=cfg.get("meteor", "required"), overwrite=cfg.get("overwrite", False),
-                                        features=cfg.data.get("features") if cfg.data else None)
+                                        features=cfg.data.get("features") if cfg.data else None,
+                                        allow_hub_model=cfg.get("allow_hub_model"))
 
     def evaluate_checkpoint(self, checkpoint: str | Path | list, **options) -> dict:
         """Caption every input of a split and score it: `inference.scoring.evaluate_checkpoints`."""
@@ -228,8 +230,10 @@ class CaptionTask(Task):
 
     def caption(self, cfg: DictConfig) -> list[dict]:
         """`conf/caption.yaml`: `images=` names images for an image captioner, clips for a clip captioner."""
-        captioner = Captioner.from_checkpoint(plain(cfg.checkpoint), device=cfg.device)
+        captioner = Captioner.from_checkpoint(plain(cfg.checkpoint), device=cfg.device,
+                                              allow_hub_model=cfg.get("allow_hub_model"))
         decode = plain(cfg.decode)
+        check_decode_limits(decode, captioner.max_words, str(plain(cfg.checkpoint)))
         spec = plain(cfg.images) if not isinstance(cfg.images, str) else cfg.images
         paths, overwrite = captioner.inputs.find(spec), cfg.get("overwrite", False)
         after = map_writer(captioner, paths, cfg.get("attention_maps"), overwrite)

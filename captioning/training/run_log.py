@@ -2,6 +2,7 @@
 claim on its run folder: one training process at a time (`.lock`), never over another run's files by accident."""
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -10,7 +11,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from torch.utils.tensorboard import SummaryWriter
 
 from captioning import distributed
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("checkpoints", "steps.jsonl", "validation.jsonl", "metrics.json", "config.yaml")
 OLD_LOGS = ("steps.jsonl", "validation.jsonl", "tensorboard")  # removed by train.overwrite=true: logs never interleave
 LOCK = ".lock"
+CLAIMED: set[str] = set()  # real paths of the run folders this process has trained in (see KeepsRunRecord)
 
 
 class RunFolderError(CheckpointError):
@@ -119,6 +123,21 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             (run_dir / name).unlink()
 
 
+def check_resume_folder(run_dir: Path, checkpoint: str | Path) -> None:
+    """A run resumes in its own folder (the checkpoint's RUN of RUN/checkpoints/x.pt, compared as real paths), or
+    branches into a folder holding no run; resuming into another run's folder would replace its checkpoints and mix
+    their steps into its logs."""
+    checkpoint = Path(checkpoint)
+    own = checkpoint.parents[1] if checkpoint.parent.name == "checkpoints" else None
+    if own is not None and os.path.realpath(own) == os.path.realpath(run_dir):
+        return
+    found = run_files(run_dir)
+    if found:
+        raise RunFolderError(f"train.resume={checkpoint}: the run folder {run_dir} holds another run "
+                             f"({', '.join(found)}), not the one of this checkpoint ({own or 'unknown'}); resume in "
+                             "the checkpoint's own run folder, or branch into a new one (hydra.run.dir=...)")
+
+
 def remove_stale_temporaries(run_dir: Path) -> None:
     """`*.tmp` files in checkpoints/ are left by atomic writes a kill interrupted (none is in progress: we hold the lock)."""
     stale = sorted((run_dir / "checkpoints").glob("*.tmp"))
@@ -155,23 +174,57 @@ def logged_step(line: str) -> int | None:
 
 
 @contextmanager
-def claim_run_dir(run_dir: str | Path, *, resume_step: int | None, overwrite: bool) -> Iterator[None]:
+def claim_run_dir(run_dir: str | Path, *, resume_step: int | None, overwrite: bool,
+                  resume_from: str | Path | None = None) -> Iterator[None]:
     """Hold the run folder for a training run (rank 0 only): lock it, refuse one holding another run unless
-    resuming (from `resume_step`) or overwriting, clear leftovers of a killed run; the lock is released at the end,
-    also on error."""
+    resuming it (from `resume_step`, of checkpoint `resume_from`) or overwriting, clear leftovers of a killed run;
+    the lock is released at the end, also on error."""
     if not distributed.is_main():
+        CLAIMED.add(os.path.realpath(run_dir))
         yield
         return
     run_dir = Path(run_dir)
     lock = RunLock(run_dir).acquire()
     try:
+        if resume_from is not None:
+            check_resume_folder(run_dir, resume_from)
         check_run_dir(run_dir, resume_step is not None, overwrite)
+        CLAIMED.add(os.path.realpath(run_dir))
         remove_stale_temporaries(run_dir)
         if resume_step is not None:
             trim_logs(run_dir, resume_step)
         yield
     finally:
         lock.release()
+
+
+class KeepsRunRecord(Callback):
+    """A Hydra callback (conf/train.yaml): Hydra writes `.hydra/` (the config, its overrides) into the run folder
+    before the command checks anything, so a refused command would replace the record of the run already there
+    (a finished run, or one training in it now). The old record is read before Hydra writes, and put back at exit
+    unless this process claimed the folder (`claim_run_dir`): a refusal by the options, checkpoint or run-folder
+    checks leaves it as it was. Hydra calls no callback after a `SystemExit` (how a refusal ends), hence atexit."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        try:
+            run_dir, subdir = Path(str(config.hydra.run.dir)).absolute(), config.hydra.output_subdir
+        except Exception:  # a run folder that cannot be resolved yet: Hydra reports it itself
+            return
+        record = run_dir / str(subdir) if subdir is not None else None
+        if record is not None and record.is_dir():
+            saved = {path: path.read_bytes() for path in record.rglob("*") if path.is_file()}
+            atexit.register(restore_record, run_dir, saved)
+
+
+def restore_record(run_dir: Path, saved: dict[Path, bytes]) -> None:
+    """Put `.hydra/` back as it was, unless this process trained in `run_dir`."""
+    if os.path.realpath(run_dir) in CLAIMED:
+        return
+    for path, content in saved.items():
+        if not path.is_file() or path.read_bytes() != content:
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            temporary.write_bytes(content)
+            os.replace(temporary, path)
 
 
 class RunLog:

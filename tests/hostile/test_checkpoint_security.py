@@ -8,12 +8,15 @@ import sys
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from captioning.checkpoint import CheckpointError, load_checkpoint
+from captioning.commands.evaluate import main as evaluate_main
 from captioning.inference.captioner import Captioner
 from captioning.tasks import caption, evaluate, train
 from tests.conftest import CONF, ROOT, compose_train, tiny_overrides
+from tests.hostile.probe import run_command
 
 VICTIM_TEXT = "precious data\n"
 
@@ -97,15 +100,20 @@ def test_crafted_checkpoint_is_refused_naming_the_key(trained, tmp_path, synthet
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script,argument", [("caption.py", "images=."), ("evaluate.py", "split=test")])
-def test_scripts_refuse_with_one_line(trained, tmp_path, victim, script, argument):
+def test_scripts_refuse_with_one_line(trained, tmp_path, victim):
+    """scripts/caption.py as a real process; scripts/evaluate.py's own `main` in this process, through the same
+    error wrapper (a second interpreter costs seconds; tests/test_evaluate.py starts the real evaluate.py)."""
     path, key = craft(trained, tmp_path, "nested_target", victim)
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), f"checkpoint={path}", argument,
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "caption.py"), f"checkpoint={path}", "images=.",
                            f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {path}: {key}"), done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("evaluate", overrides=[f"checkpoint={path}", "split=test", f"output_dir={tmp_path / 'out'}"])
+    refused = run_command(lambda: evaluate_main(cfg))
+    assert refused.code == 1 and refused.message.startswith(f"error: {path}: {key}"), refused.message
     assert victim.read_text() == VICTIM_TEXT
 
 

@@ -298,7 +298,7 @@ def test_caption_output_inside_the_input_folder_is_handled(tmp_path, finished):
     first = run_command(caption_command(finished / "checkpoints" / "best.pt", tmp_path / "photos", output))
     second = run_command(caption_command(finished / "checkpoints" / "best.pt", tmp_path / "photos", output))
     assert first.code == second.code == 0
-    rows = json.loads(output.read_text())
+    rows = json.loads(output.read_text())["captions"]
     assert sorted(Path(row["image"]).name for row in rows) == ["a.png", "b.png"]
     assert changed_files(images, snapshot(tmp_path / "photos")) == []
 
@@ -306,10 +306,11 @@ def test_caption_output_inside_the_input_folder_is_handled(tmp_path, finished):
 def test_caption_output_written_by_caption_is_replaced(tmp_path, finished):
     photos(tmp_path / "photos")
     output = tmp_path / "captions.json"
-    output.write_text(json.dumps([{"image": "old.png", "caption": "an old caption", "score": -1.0, "alternatives": []}]))
+    output.write_text(json.dumps({"written_by": "captioning-caption", "captions": [
+        {"image": "old.png", "caption": "an old caption", "score": -1.0, "alternatives": []}]}))
     outcome = run_command(caption_command(finished / "checkpoints" / "best.pt", tmp_path / "photos", output))
     assert outcome.code == 0, outcome.message
-    assert sorted(Path(row["image"]).name for row in json.loads(output.read_text())) == ["a.png", "b.png"]
+    assert sorted(Path(row["image"]).name for row in json.loads(output.read_text())["captions"]) == ["a.png", "b.png"]
 
 
 def fake_captioning(calls: list):
@@ -326,7 +327,7 @@ def test_overwrite_true_replaces_an_unrelated_file(tmp_path, capsys):
     calls: list = []
     load, caption_batch = fake_captioning(calls)
     rows = caption_paths(inputs, load, caption_batch, batch_size=8, output=str(tmp_path / "notes.txt"), overwrite=True)
-    assert json.loads((tmp_path / "notes.txt").read_text()) == rows and calls == [2]
+    assert json.loads((tmp_path / "notes.txt").read_text())["captions"] == rows and calls == [2]
     assert f"replacing {tmp_path / 'notes.txt'}" in capsys.readouterr().err
 
 

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from captioning.data.clips import ClipRecord
-from captioning.data.records import CaptionRecord
+from captioning.data.records import CaptionRecord, DataError
 from captioning.data.sources.clips import clip_splits
 from captioning.data.sources.coco import coco_splits
 from captioning.data.sources.drawing import draw_clip, draw_example
@@ -137,16 +137,32 @@ def generate_clips(root: Path, sizes: dict[str, int], image_size: int, frames: i
                            images, annotations)
 
 
+GENERATED = ("synthetic", "synthetic_clips")  # the sources that write their data set when it is not there yet
+
+
+def check_generated(folder: Path, generate: bool) -> bool:
+    """Whether `folder` must be generated now; refused when the spec came from a file (`generate=False`): a
+    checkpoint's spec must not choose where this writes or how many images it draws."""
+    if folder.is_dir():
+        return False
+    if not generate:
+        raise DataError(f"data.source: {folder} is not generated, and a data set named by a file is only read, "
+                        "never generated (its folder and sizes are the file's choice); give data=... on the "
+                        "command line")
+    return True
+
+
 @SOURCES.register("synthetic")
 def synthetic_splits(root: str | Path, num_train: int = 3000, num_val: int = 200, num_test: int = 200,
-                     image_size: int = 64, seed: int = 0, *,
-                     allow_outside_root: bool = False) -> dict[str, list[CaptionRecord]]:
+                     image_size: int = 64, seed: int = 0, *, allow_outside_root: bool = False,
+                     generate: bool = True) -> dict[str, list[CaptionRecord]]:
     """Still pictures of shapes with five captions each (`allow_outside_root` is accepted as every source's is;
-    the generated file names are always inside the folder)."""
+    the generated file names are always inside the folder). `generate=False` (a spec read from a checkpoint;
+    never given by the spec): read an already generated folder only."""
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     folder = (Path(root).expanduser() /
               f"shapes-v{IMAGES_VERSION}-{image_size}px-{num_train}-{num_val}-{num_test}-seed{seed}")
-    if not folder.is_dir():
+    if check_generated(folder, generate):
         generate_images(folder, sizes, image_size, seed)
     return coco_splits(**{
         split: {"annotations": folder / f"captions_{split}.json", "images": folder / "images"} for split in sizes
@@ -156,12 +172,12 @@ def synthetic_splits(root: str | Path, num_train: int = 3000, num_val: int = 200
 @SOURCES.register("synthetic_clips")
 def synthetic_clip_splits(root: str | Path, num_train: int = 2000, num_val: int = 200, num_test: int = 200,
                           image_size: int = 64, frames: int = 8, seed: int = 0, *,
-                          allow_outside_root: bool = False) -> dict[str, list[ClipRecord]]:
+                          allow_outside_root: bool = False, generate: bool = True) -> dict[str, list[ClipRecord]]:
     """Clips with both an activity label (the direction) and five captions each."""
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     folder = (Path(root).expanduser() /
               f"moving-v{CLIPS_VERSION}-{image_size}px-{frames}f-{num_train}-{num_val}-{num_test}-seed{seed}")
-    if not folder.is_dir():
+    if check_generated(folder, generate):
         generate_clips(folder, sizes, image_size, frames, seed)
     return clip_splits(**{split: {"clips": folder / "clips", "labels": folder / f"labels_{split}.csv",
                                   "annotations": folder / f"captions_{split}.json"} for split in sizes})

@@ -6,6 +6,7 @@ from torch import nn
 
 from captioning.data.batches import Features
 from captioning.models.decoders.base import DECODERS, CaptionDecoder
+from captioning.registry import require_at_least, require_fraction
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
 
@@ -25,6 +26,8 @@ class LSTMDecoder(CaptionDecoder):
         super().__init__()
         if image_input not in ("init", "first_step"):
             raise ValueError(f"model.decoder.image_input must be 'init' or 'first_step', got {image_input!r}")
+        require_at_least("model.decoder", 1, embed_size=embed_size, hidden_size=hidden_size, num_layers=num_layers)
+        require_fraction("model.decoder", dropout=dropout)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.image_input = image_input
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=0)

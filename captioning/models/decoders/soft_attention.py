@@ -21,6 +21,7 @@ from captioning.models.decoders.attend import (
     masked_grid,
 )
 from captioning.models.decoders.base import DECODERS, summed_cross_entropy
+from captioning.registry import require_at_least, require_fraction
 
 
 @DECODERS.register("soft_attention")
@@ -32,8 +33,9 @@ class SoftAttentionDecoder(GridAttentionDecoder):
         super().__init__()
         if doubly_stochastic < 0:
             raise ValueError(f"model.decoder.doubly_stochastic must be >= 0, got {doubly_stochastic}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"model.decoder.dropout must be in [0, 1), got {dropout}")
+        require_fraction("model.decoder", dropout=dropout)
+        require_at_least("model.decoder", 1, embed_size=embed_size, hidden_size=hidden_size,
+                         attention_size=attention_size)
         self.skip_padding = skip_padding
         self.vocab_size, self.hidden_size, self.doubly_stochastic = vocab_size, hidden_size, doubly_stochastic
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=0)

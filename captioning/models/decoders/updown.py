@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from captioning.data.batches import Features
 from captioning.models.decoders.attend import AdditiveAttention, GridAttentionDecoder, GridState, masked_grid
 from captioning.models.decoders.base import DECODERS
+from captioning.registry import require_at_least, require_fraction
 
 
 def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,8 +38,9 @@ class UpDownDecoder(GridAttentionDecoder):
     def __init__(self, vocab_size: int, feature_dim: int, grid_dim: int, embed_size: int = 512,
                  hidden_size: int = 512, attention_size: int = 512, dropout: float = 0.5, skip_padding: bool = True):
         super().__init__()
-        if not 0 <= dropout < 1:
-            raise ValueError(f"model.decoder.dropout must be in [0, 1), got {dropout}")
+        require_fraction("model.decoder", dropout=dropout)
+        require_at_least("model.decoder", 1, embed_size=embed_size, hidden_size=hidden_size,
+                         attention_size=attention_size)
         self.skip_padding = skip_padding
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=0)
