@@ -93,6 +93,8 @@ def check_spec_fits_weights(build: Callable[[], nn.Module], state_dict: dict, wh
     """Build a model spec read from a file on the meta device (no memory) and refuse it unless its tensors are the
     checkpoint's, name for name and shape for shape: a crafted `hidden_size` of a billion is refused before anything
     is allocated, and the model built next is no larger than the weights the file holds."""
+    if not isinstance(state_dict, dict):
+        raise SpecError(f"{where}: the checkpoint's weights are a {type(state_dict).__name__}, not a dict of tensors")
     with torch.device("meta"):
         skeleton = build()
     expected = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
