@@ -8,7 +8,6 @@ the mean over its runs, and the interval is then over which images were drawn, f
 """
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from captioning.config.choices import MEAN_METRICS  # corpus score = mean of the per-image scores
 from captioning.data.records import DataError
+from captioning.evaluation.report import per_image_rows
 
 CHUNK = 1000  # resamples drawn at a time: (CHUNK, images) indices stay small on COCO's 5,000 test images
 
@@ -35,23 +35,15 @@ def read_per_image(folder: str | Path, metric: str) -> PerImage:
     if not path.is_file():
         raise DataError(f"{path}: not found (an evaluation's output folder holds per_image.csv)")
     scores, references = {}, {}
-    with open(path, newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        if "image_id" not in columns or "references" not in columns or metric not in columns:
-            raise DataError(f"{path}: expected columns image_id, references and {metric}; found {', '.join(columns)}")
-        for line, row in enumerate(reader, start=2):
-            key = row["image_id"]
-            if key in scores:
-                raise DataError(f"{path}: line {line}: image id {key!r} appears twice")
-            try:
-                score = float(row[metric])
-            except (TypeError, ValueError):
-                raise DataError(f"{path}: line {line}: {metric} {row[metric]!r} of image id {key!r} "
-                                "is not a number") from None
-            if not np.isfinite(score):
-                raise DataError(f"{path}: line {line}: {metric} of image id {key!r} is {score}")
-            scores[key], references[key] = score, row["references"]
+    for line, key, row in per_image_rows(path, ["image_id", "references", metric]):
+        try:
+            score = float(row[metric])
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: line {line}: {metric} {row[metric]!r} of image id {key!r} "
+                            "is not a number") from None
+        if not np.isfinite(score):
+            raise DataError(f"{path}: line {line}: {metric} of image id {key!r} is {score}")
+        scores[key], references[key] = score, row["references"]
     if not scores:
         raise DataError(f"{path}: no images")
     return PerImage(path, scores, references)

@@ -8,7 +8,6 @@ beside it, and the pooled folder's `per_image.csv` is what `evaluation.compare` 
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -20,7 +19,14 @@ from pathlib import Path
 from captioning.data.records import DataError
 from captioning.data.sources.flickr import FOLDS  # data.fold=0..4 (fold_split)
 from captioning.evaluation.coco import COCO_METRICS
-from captioning.evaluation.report import claim_outputs, evaluation_id, format_table, score_captions, write_outputs
+from captioning.evaluation.report import (
+    claim_outputs,
+    evaluation_id,
+    format_table,
+    per_image_rows,
+    score_captions,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +70,15 @@ def read_captions(folder: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     path = folder / "per_image.csv"
     hypotheses, references = {}, {}
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            if not {"image_id", "caption", "references"} <= set(reader.fieldnames or []):
-                raise FoldError(f"{path}: expected columns image_id, caption and references")
-            for line, row in enumerate(reader, start=2):
-                key = row["image_id"]
-                if key in hypotheses:
-                    raise FoldError(f"{path}: line {line}: image id {key!r} appears twice")
-                try:
-                    refs = json.loads(row["references"])
-                except ValueError:
-                    refs = None
-                if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                    raise FoldError(f"{path}: line {line}: references of image id {key!r} are not a JSON list of "
-                                    "captions")
-                hypotheses[key], references[key] = row["caption"], refs
+        for line, key, row in per_image_rows(path, ["image_id", "caption", "references"]):
+            try:
+                refs = json.loads(row["references"])
+            except ValueError:
+                refs = None
+            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+                raise FoldError(f"{path}: line {line}: references of image id {key!r} are not a JSON list of "
+                                "captions")
+            hypotheses[key], references[key] = row["caption"], refs
     except OSError as error:
         raise FoldError(f"{path}: cannot be read ({error.strerror or error})") from None
     if not hypotheses:

@@ -33,6 +33,24 @@ class OutputError(DataError):
     """output_dir cannot take this evaluation's files: one would replace a file the evaluation does not own."""
 
 
+def per_image_rows(path: Path, columns: list[str]):
+    """The rows of a `per_image.csv` (what `write_outputs` writes) as (line number, image id, row), after checking
+    that it has `columns` and no image id twice; DataError naming the file and line otherwise."""
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        found = reader.fieldnames or []
+        if not set(columns) <= set(found):
+            raise DataError(f"{path}: expected columns {', '.join(columns[:-1])} and {columns[-1]}; "
+                            f"found {', '.join(found)}")
+        seen = set()
+        for line, row in enumerate(reader, start=2):
+            key = row["image_id"]
+            if key in seen:
+                raise DataError(f"{path}: line {line}: image id {key!r} appears twice")
+            seen.add(key)
+            yield line, key, row
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
