@@ -23,10 +23,13 @@ def fake_records(paths: list[Path], vocab: Vocabulary, seed: int = 0) -> list[Ca
             for i, path in enumerate(paths)]
 
 
+SIZE_KEYS = {"lstm": ("embed_size", "hidden_size"), "transformer": ("d_model",)}  # the others: attention decoders
+
+
 def make_model(encoder_spec: dict, vocab_size: int, hidden: int, trainable: bool, device: torch.device,
                decoder: str = "lstm") -> CaptionModel:
     """The registered encoder `encoder_spec` ({name, ...}) and a registered decoder (the Show and Tell LSTM by
     default) of embedding and state size `hidden` (attention decoders: attention size too)."""
-    sizes = {"embed_size": hidden, "hidden_size": hidden, **({"attention_size": hidden} if decoder != "lstm" else {})}
+    sizes = {key: hidden for key in SIZE_KEYS.get(decoder, ("embed_size", "hidden_size", "attention_size"))}
     spec = {"encoder": {**encoder_spec, "trainable": trainable}, "decoder": {"name": decoder, **sizes}}
     return build_caption_model(spec, vocab_size, where="benchmark").to(device)
