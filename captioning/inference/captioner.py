@@ -22,9 +22,8 @@ from captioning.inference.ensemble import EnsembleModel, check_members
 from captioning.models.caption_model import (
     CaptionModel,
     build_caption_model,
+    build_from_file,
     check_model_spec,
-    check_nothing_fetched,
-    check_spec_fits_weights,
 )
 from captioning.registry import SpecError
 from captioning.vocab import Vocabulary
@@ -122,11 +121,9 @@ class Captioner:
         """A checkpoint already read by `load_checkpoint` (from `path`, named in errors)."""
         try:
             vocab = check_caption_payload(payload)
-            check_nothing_fetched(payload["model_spec"], "model_spec", allow_hub_model)
-            def build() -> CaptionModel:
-                return build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec")
-            check_spec_fits_weights(build, payload["model"])  # sizes come from the file: built first with no memory
-            model = build()
+            model = build_from_file(
+                lambda: build_caption_model(payload["model_spec"], len(vocab), pretrained=False, where="model_spec"),
+                payload["model_spec"], payload["model"], allow_hub_model)
         except (SpecError, ValueError) as error:
             raise CheckpointError(f"{path}: {error}") from None
         load_state(model, payload["model"], path)

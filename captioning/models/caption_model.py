@@ -109,6 +109,15 @@ def check_spec_fits_weights(build: Callable[[], nn.Module], state_dict: dict, wh
                     f"{len(wrong) + len(missing) + len(extra)} tensors differ)")
 
 
+def build_from_file(build: Callable[[], nn.Module], spec: Any, state_dict: dict, allow_hub_model: str | None = None,
+                    where: str = "model_spec") -> nn.Module:
+    """A model whose spec and weights come from a file: refused when the spec names a model to fetch that the user
+    did not allow, or builds something other than the weights; built only then."""
+    check_nothing_fetched(spec, where, allow_hub_model)
+    check_spec_fits_weights(build, state_dict, where)
+    return build()
+
+
 def build_encoder(spec: dict, pretrained: bool, where: str = "model.encoder") -> ImageEncoder:
     """`pretrained=False` builds the architecture only: a checkpoint's weights are loaded next."""
     return ENCODERS.build(spec if pretrained else {**spec, "pretrained": False}, where)

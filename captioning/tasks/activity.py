@@ -30,9 +30,8 @@ from captioning.execution import autocast, resolve_device, to_device
 from captioning.inference.scoring import read_split
 from captioning.models.caption_model import (
     build_activity_model,
+    build_from_file,
     check_model_spec,
-    check_nothing_fetched,
-    check_spec_fits_weights,
 )
 from captioning.registry import SpecError, plain
 from captioning.tasks.base import (
@@ -170,14 +169,11 @@ class ActivityTask(Task):
         records = check_inputs(records, ClipInputs.check, "error", full=False, what="clips")
         check_labels({split: records}, classes)
         device = resolve_device(device)
-        def build():
-            return build_activity_model(payload["model_spec"], len(classes), pretrained=False)
         try:
-            check_nothing_fetched(payload["model_spec"], "model_spec", allow_hub_model)
-            check_spec_fits_weights(build, payload["model"])  # sizes come from the file: built first with no memory
+            model = build_from_file(lambda: build_activity_model(payload["model_spec"], len(classes), pretrained=False),
+                                    payload["model_spec"], payload["model"], allow_hub_model)
         except (SpecError, ValueError) as error:
             raise CheckpointError(f"{checkpoint}: {error}") from None
-        model = build()
         load_state(model, payload["model"], checkpoint)
         model.to(device)
         inputs = ClipInputs(payload["frames"])

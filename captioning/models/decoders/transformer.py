@@ -23,6 +23,7 @@ from captioning.data.batches import Features
 from captioning.models.decoders.attend import GridAttentionDecoder, GridState, masked_grid
 from captioning.models.decoders.base import DECODERS
 from captioning.models.decoders.transformer_layers import POSITIONS, DecoderLayer, EncoderLayer
+from captioning.registry import require_at_least, require_fraction
 
 
 @DECODERS.register("transformer")
@@ -34,15 +35,12 @@ class TransformerDecoder(GridAttentionDecoder):
                  num_layers: int = 3, ff_size: int = 2048, memory_layers: int = 3, dropout: float = 0.1,
                  positions: str = "sinusoidal", max_positions: int = 64, tie_embeddings: bool = True):
         super().__init__()
-        for key, value, least in (("d_model", d_model, 1), ("heads", heads, 1), ("num_layers", num_layers, 1),
-                                  ("ff_size", ff_size, 1), ("memory_layers", memory_layers, 0),
-                                  ("max_positions", max_positions, 1)):
-            if value < least:
-                raise ValueError(f"model.decoder.{key} must be >= {least}, got {value}")
+        require_at_least("model.decoder", 1, d_model=d_model, heads=heads, num_layers=num_layers, ff_size=ff_size)
+        require_at_least("model.decoder", 0, memory_layers=memory_layers)
+        require_at_least("model.decoder", 1, max_positions=max_positions)
         if d_model % heads:
             raise ValueError(f"model.decoder.d_model ({d_model}) must be a multiple of model.decoder.heads ({heads})")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"model.decoder.dropout must be in [0, 1), got {dropout}")
+        require_fraction("model.decoder", dropout=dropout)
         if positions not in POSITIONS:
             raise ValueError(f"model.decoder.positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
         self.vocab_size, self.d_model, self.heads = vocab_size, d_model, heads
