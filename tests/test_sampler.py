@@ -54,3 +54,27 @@ def test_bucketing_settings_are_checked():
         EpochSampler([1, 1], bucket=-1)
     with pytest.raises(ValueError, match="lengths"):
         EpochSampler([1, 1], bucket=2)
+
+
+def test_grouped_sampling_keeps_every_pair_once_with_an_images_captions_together():
+    counts = [5, 3, 5, 1, 4] * 20
+    grouped = EpochSampler(counts, "grouped", seed=3, batch_size=16)
+    items = list(grouped)
+    assert sorted(items) == sorted(EpochSampler(counts, "pairs", seed=3)) and len(grouped) == sum(counts)
+    images = [record for record, _ in items]
+    runs = [images[0]] + [b for a, b in zip(images, images[1:]) if a != b]  # each image once, its captions in a row
+    assert sorted(runs) == list(range(len(counts)))
+    assert images[:len(images) // 2] != sorted(images[:len(images) // 2])  # images shuffled
+    assert [c for r, c in items if r == runs[0]] != list(range(counts[runs[0]])) or counts[runs[0]] < 3 \
+        or any([c for r, c in items if r == image] != list(range(counts[image])) for image in runs)  # captions too
+    again = EpochSampler(counts, "grouped", seed=3, batch_size=16)
+    assert list(again) == items
+    again.set_epoch(1)
+    assert list(again) != items
+    again.set_epoch(0, skip=10)
+    assert list(again) == items[10:]
+
+
+def test_grouped_sampling_refuses_length_bucketing():
+    with pytest.raises(ValueError, match="bucket_pool.*grouped"):
+        EpochSampler([5] * 10, "grouped", batch_size=8, lengths=lengths_of([5] * 10), bucket=2)

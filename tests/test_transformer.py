@@ -90,6 +90,27 @@ def test_cached_steps_give_the_causal_pass_log_probs(num_layers, memory_layers, 
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("regions", [False, True])
+def test_rows_of_one_image_share_its_memory_and_give_what_each_row_gives_alone(regions, monkeypatch):
+    decoder, memory = transformer(), (regions_of if regions else memory_of)(3)
+    rows = torch.tensor([2, 0, 2, 1, 0, 2])  # data.sampling=grouped: an image's captions in one batch
+    batch, tokens = memory.index_select(0, rows), captions(6, 7, 30)
+    encoded = []
+    monkeypatch.setattr(decoder, "init_state", lambda m, init=decoder.init_state: encoded.append(len(m)) or init(m))
+    hidden, weights = decoder.teacher_forced(batch, tokens)
+    assert encoded == [3]  # three distinct images, each encoded once
+    for row in range(6):
+        one = decoder.teacher_forced(batch.index_select(0, torch.tensor([row])), tokens[row:row + 1])
+        torch.testing.assert_close(hidden[row], one[0][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(weights[row], one[1][0], atol=1e-6, rtol=0)
+    changed = Features(batch.pooled, batch.grid.clone(), batch.mask)
+    changed.grid[2, 0] += 1.0  # row 2: another grid behind image 2's pooled vector is another image
+    encoded.clear()
+    decoder.teacher_forced(changed, tokens)
+    assert encoded == [6]
+
+
+@torch.no_grad()
 def test_padded_regions_get_no_attention_and_change_nothing():
     """An image's log-probs and attention are those of its real regions alone; the padding (NaN) has weight 0."""
     decoder = transformer(memory_layers=2)

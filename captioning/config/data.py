@@ -32,6 +32,7 @@ class Verify(Enum):
 class Sampling(Enum):
     random_caption = "random_caption"
     pairs = "pairs"
+    grouped = "grouped"
 
 
 @dataclass

@@ -7,10 +7,16 @@ import torch
 from torch.utils.data import Sampler
 
 
+SAMPLING_MODES = ("random_caption", "pairs", "grouped")
+
+
 class EpochSampler(Sampler):
     """Deterministic per-epoch order of (record, caption) pairs, so a resumed run sees the same batches.
 
     mode `pairs`: every (image, caption) pair once per epoch.
+    mode `grouped`: every pair once per epoch, an image's captions next to each other (images shuffled, then each
+    image's captions in a shuffled order), so a batch holds all the captions of few images and a decoder that encodes
+    an image's memory once per batch (the Transformer) does it once, not once per caption (ruotianluo's seq_per_img).
     mode `random_caption`: every image once per epoch with one caption drawn at random.
     `skip` drops the first items of the epoch (resuming mid-epoch).
     `bucket` > 0 with `lengths` (tokens of each record's captions): the shuffled epoch is cut into pools
@@ -21,12 +27,15 @@ class EpochSampler(Sampler):
     def __init__(self, caption_counts: list[int], mode: str = "random_caption", shuffle: bool = True, seed: int = 0,
                  batch_size: int = 1, rank: int = 0, world_size: int = 1, lengths: list[list[int]] | None = None,
                  bucket: int = 0):
-        if mode not in ("pairs", "random_caption"):
-            raise ValueError(f"data.sampling must be 'pairs' or 'random_caption', got {mode!r}")
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"data.sampling must be one of {', '.join(SAMPLING_MODES)}, got {mode!r}")
         if batch_size % world_size:
             raise ValueError(f"train.batch_size={batch_size} (the global batch) must divide by the {world_size} processes")
         if bucket < 0:
             raise ValueError(f"train.bucket_pool must be >= 0, got {bucket}")
+        if bucket and mode == "grouped":
+            raise ValueError("train.bucket_pool sorts captions by length, which parts an image's captions: "
+                             "set it to 0 with data.sampling=grouped")
         if bucket and lengths is None:
             raise ValueError("length bucketing needs the caption lengths")
         self.caption_counts, self.lengths, self.bucket = caption_counts, lengths, bucket
@@ -39,6 +48,8 @@ class EpochSampler(Sampler):
 
     def items(self) -> list[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.mode == "grouped":
+            return self.grouped(generator)
         if self.mode == "pairs":
             items = [(index, caption) for index, count in enumerate(self.caption_counts) for caption in range(count)]
         else:
@@ -49,6 +60,17 @@ class EpochSampler(Sampler):
             items = [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
         if self.bucket:
             items = self.bucketed(items, generator)
+        return items
+
+    def grouped(self, generator: torch.Generator) -> list[tuple[int, int]]:
+        images = range(len(self.caption_counts))
+        if self.shuffle:
+            images = torch.randperm(len(self.caption_counts), generator=generator).tolist()
+        items = []
+        for index in images:
+            count = self.caption_counts[index]
+            captions = torch.randperm(count, generator=generator).tolist() if self.shuffle else range(count)
+            items += [(index, caption) for caption in captions]
         return items
 
     def bucketed(self, items: list[tuple[int, int]], generator: torch.Generator) -> list[tuple[int, int]]:
@@ -76,7 +98,7 @@ class EpochSampler(Sampler):
                      for item in items[start + self.rank * per: start + (self.rank + 1) * per]])
 
     def __len__(self) -> int:
-        total = sum(self.caption_counts) if self.mode == "pairs" else len(self.caption_counts)
+        total = sum(self.caption_counts) if self.mode != "random_caption" else len(self.caption_counts)
         remaining = max(total - self.skip, 0)
         if self.world_size == 1:
             return remaining

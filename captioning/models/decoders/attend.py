@@ -87,6 +87,29 @@ def grid_of(memory) -> torch.Tensor:
     return memory.grid
 
 
+def distinct_images(memory) -> tuple[object, torch.Tensor | None]:
+    """A batch whose rows repeat images (data.sampling=grouped puts an image's captions in one batch) -> its distinct
+    images and the one each row reads (B,); the batch and None when no image repeats. Rows are one image when their
+    pooled vectors, grids (padding aside) and masks are equal, so merging them changes no value, only how often it is
+    computed."""
+    pooled = memory.pooled.detach()
+    if pooled.size(0) < 2 or torch.jit.is_tracing():
+        return memory, None
+    unique, image = torch.unique(pooled, dim=0, return_inverse=True)
+    if unique.size(0) == pooled.size(0):
+        return memory, None
+    rows = torch.arange(pooled.size(0), device=pooled.device)
+    first = torch.full((unique.size(0),), pooled.size(0), device=pooled.device)
+    first = first.scatter_reduce(0, image, rows, "amin")  # each distinct image's first row
+    distinct = memory.index_select(0, first)
+    if getattr(memory, "grid", None) is not None:
+        grid, mask = masked_grid(memory)  # what the rows read: padding (even NaN) is not compared
+        same = torch.equal(grid, grid.index_select(0, first).index_select(0, image))
+        if not same or (mask is not None and not torch.equal(mask, mask.index_select(0, first).index_select(0, image))):
+            return memory, None  # equal pooled vectors, different grids: kept apart
+    return distinct, image
+
+
 def masked_grid(memory) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The grid (B, N, C) and its mask (B, N) or None, with padded cells zeroed: what a batch holds there (even
     inf or NaN) reaches no result."""

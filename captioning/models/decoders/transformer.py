@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from captioning.data.batches import Features
-from captioning.models.decoders.attend import GridAttentionDecoder, GridState, masked_grid
+from captioning.models.decoders.attend import GridAttentionDecoder, GridState, distinct_images, masked_grid
 from captioning.models.decoders.base import DECODERS
 from captioning.models.decoders.transformer_layers import POSITIONS, DecoderLayer, EncoderLayer
 from captioning.registry import require_at_least, require_fraction
@@ -107,8 +107,13 @@ class TransformerDecoder(GridAttentionDecoder):
         return hidden.squeeze(1), weights.squeeze(1), state
 
     def teacher_forced(self, memory: Features, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, T) -> hidden states (B, T - 1, D) and grid weights (B, T - 1, N), all positions at once."""
-        hidden, weights, _ = self.decode(self.embed(tokens[:, :-1]), self.init_state(memory))
+        """tokens (B, T) -> hidden states (B, T - 1, D) and grid weights (B, T - 1, N), all positions at once; the
+        memory of an image that several rows caption (data.sampling=grouped) is encoded once."""
+        distinct, image = distinct_images(memory)
+        state = self.init_state(distinct)
+        if image is not None:
+            state = state.reorder(image)  # row i reads its image's memory
+        hidden, weights, _ = self.decode(self.embed(tokens[:, :-1]), state)
         return hidden, weights
 
     def logits_at_targets(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
