@@ -83,6 +83,48 @@ def test_interrupted_extraction_resumes_without_redoing_rows(tmp_path, encoder, 
     assert np.array_equal(np.load(fresh / "features.npy"), np.load(tmp_path / "store" / "features.npy"))
 
 
+def test_a_store_serves_its_images_in_any_order_and_any_subset_once_finished(tmp_path, encoder, records, monkeypatch):
+    """The five folds of one image list (data.fold) list the same images in other orders: one store serves them."""
+    store_path = extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), batch_size=7)
+    before = np.load(store_path / "features.npy").copy()
+    calls = []
+    original = encoders.ImageEncoder.forward
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", lambda self, images: calls.append(1) or original(self, images))
+    shuffled = records[7:] + records[:7]
+    for wanted in (shuffled, records[3:9]):
+        assert extract_features(encoder, wanted, store_path, device=torch.device("cpu")) == store_path
+        store = FeatureStore(store_path)
+        assert store.ids == [str(r.image_id) for r in records]  # rows kept where they were
+        assert torch.equal(store.table(wanted)["pooled"],
+                           torch.from_numpy(before[[records.index(r) for r in wanted]].astype(np.float32)))
+    assert not calls and np.array_equal(np.load(store_path / "features.npy"), before)
+    extract_features(encoder, records[:5], tmp_path / "small", device=torch.device("cpu"))
+    with pytest.raises(DataError, match="other images"):  # records[5:7] are not in it
+        extract_features(encoder, records[4:7], tmp_path / "small", device=torch.device("cpu"))
+
+
+def test_an_unfinished_store_resumes_only_with_its_own_images(tmp_path, encoder, records, monkeypatch):
+    original, calls = encoders.ImageEncoder.forward, []
+
+    def dies_on_second_batch(self, images):
+        calls.append(images.size(0))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images)
+
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", dies_on_second_batch)
+    six = records[:6]
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(encoder, six, tmp_path / "store", device=torch.device("cpu"), batch_size=2)
+    with pytest.raises(DataError, match="unfinished feature store of 6 images, 3 of them not in this run"):
+        extract_features(encoder, six[:3], tmp_path / "store", device=torch.device("cpu"))
+    monkeypatch.setattr(encoders.ImageEncoder, "forward", original)
+    # The same images in another order finish it, each row its own image's.
+    extract_features(encoder, six[::-1], tmp_path / "store", device=torch.device("cpu"), batch_size=2)
+    fresh = extract_features(encoder, six, tmp_path / "fresh", device=torch.device("cpu"), batch_size=2)
+    assert np.array_equal(np.load(fresh / "features.npy"), np.load(tmp_path / "store" / "features.npy"))
+
+
 @pytest.mark.slow
 def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synthetic_root) if not o.startswith("model.encoder.")]

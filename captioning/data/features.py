@@ -130,9 +130,11 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
                         "model.encoder.pretrained=true, or leave data.features unset to cache them in memory)")
     output = Path(output).expanduser()
     ids, paths = unique_images(records)
-    identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype, "count": len(ids)}
+    identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype}
     if (output / "header.json").is_file():
-        header = open_for_resume(output, identity, ids, store_grid)
+        header, stored = open_for_resume(output, identity, ids, store_grid)
+        path_of = dict(zip(ids, paths, strict=True))  # this run's files: a store's recorded paths are never read;
+        ids, paths = stored, [path_of.get(key, "") for key in stored]  # its rows not in this run are all done
     else:
         grid_shape = None
         if store_grid:
@@ -140,7 +142,7 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
             with torch.no_grad():
                 probe = encoder.eval().to(device)(torch.zeros(1, 3, size, size, device=device)).grid  # (1, N, C)
             grid_shape = list(probe.shape[1:])
-        header = create_store(output, {**identity, "grid": grid_shape, "complete": False}, ids, paths)
+        header = create_store(output, {**identity, "count": len(ids), "grid": grid_shape, "complete": False}, ids, paths)
     features = np.load(output / "features.npy", mmap_mode="r+")
     done = np.load(output / "done.npy", mmap_mode="r+")
     grid = np.load(output / "grid.npy", mmap_mode="r+") if header["grid"] is not None else None
@@ -199,20 +201,26 @@ def create_store(output: Path, header: dict, ids: list[str], paths: list[str]) -
     return header
 
 
-def open_for_resume(output: Path, identity: dict, ids: list[str], store_grid: bool) -> dict:
-    """An existing store's header, when this extraction may continue it: same encoder and images, a grid if one is
-    asked for, and files exactly as its header describes them."""
+def open_for_resume(output: Path, identity: dict, ids: list[str], store_grid: bool) -> tuple[dict, list[str]]:
+    """An existing store's header and ids (row order), when this extraction may use or continue it: the same encoder,
+    every image of this run in it (in any order: the five folds of one image list share a store; a finished store
+    may hold more), a grid if one is asked for, and files exactly as its header describes them."""
     header = read_header(output)
-    if {key: header.get(key) for key in identity} != identity or read_index(output, header["count"]) != ids:
+    stored = read_index(output, header["count"])
+    if {key: header.get(key) for key in identity} != identity or not set(ids) <= set(stored):
         raise DataError(f"{output}: an existing feature store for other images or another encoder; "
                         "choose another output folder or delete it")
     if store_grid and header["grid"] is None:  # the rows done so far have none; a store with one keeps filling it
         raise DataError(f"{output}: an existing feature store without a feature grid; store_grid=true needs "
                         "another output folder")
+    if not header["complete"] and len(stored) != len(ids):  # its other images' files are not this run's to read
+        raise DataError(f"{output}: an unfinished feature store of {len(stored)} images, {len(stored) - len(ids)} of "
+                        "them not in this run's data; finish it with the data it was started for, or choose another "
+                        "output folder")
     check_arrays(output, header, ("features.npy", "done.npy", "grid.npy"))
     if header["complete"] and not np.load(output / "done.npy", mmap_mode="r").all():
         raise DataError(f"{output / 'header.json'}: says complete, but done.npy has rows never written")
-    return header
+    return header, stored
 
 
 class FeatureStore:

@@ -6,7 +6,6 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
-
 SAMPLING_MODES = ("random_caption", "pairs", "grouped")
 
 

@@ -146,7 +146,7 @@ OPEN_ONLY = [  # a complete store is verified in full when opened for training
     ("no header", remove("header.json"), ("store", "not a feature store")),
 ]
 EXTRACT_ONLY = [  # re-running extraction must not resume into a store that does not match its header
-    ("header count too big", edit_json("header.json", lambda h: h.update(count=9)), ("store", "other images")),
+    ("header count too big", edit_json("header.json", lambda h: h.update(count=9)), ("index.json", "rows of header.json")),
     ("no header", remove("header.json"), ("features.npy", "no header.json")),
     ("done truncated", truncate("done.npy", 3), ("done.npy", "truncated")),
     ("done missing", remove("done.npy"), ("done.npy", "missing")),
