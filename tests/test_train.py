@@ -1,5 +1,6 @@
 """Training end to end: outputs, exact resume, feature caching, every data source, and the learning result."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,22 @@ def test_select_mode_is_no_longer_a_key(synthetic_root):
 
     with pytest.raises(ConfigCompositionException, match="select_mode"):
         compose_train(tiny_overrides(synthetic_root) + ["train.select_mode=max"])
+
+
+def test_images_kept_in_memory_are_read_once_and_train_the_same_steps(tmp_path, synthetic_root, monkeypatch):
+    """data.keep_in_memory (on for the built-in shapes): each training image decoded once, the same losses."""
+    from captioning.data import datasets
+
+    reads = []
+    original = datasets.load_rgb
+    monkeypatch.setattr(datasets, "load_rgb", lambda path, *a: reads.append(path) or original(path, *a))
+    overrides = tiny_overrides(synthetic_root) + ["train.epochs=2", "train.show_examples=0", "data.sampling=pairs",
+                                                  "data.source.num_train=24", "data.source.num_val=8", "train.batch_size=8"]
+    runs = {}
+    for keep in (False, True):
+        reads.clear()
+        runs[keep] = tmp_path / str(keep)
+        train(compose_train(overrides + [f"data.keep_in_memory={str(keep).lower()}"], runs[keep]))
+        train_reads = [p for p in reads if "train_" in Path(p).name]
+        assert len(train_reads) == (24 if keep else 2 * 24 * 5)  # 2 epochs of every (image, caption) pair
+    assert losses(runs[True]) == losses(runs[False]) and len(losses(runs[True])) > 0

@@ -52,6 +52,7 @@ class DataOptions:
     allow_outside_root: bool = option()
     max_image_pixels: Optional[int] = option(ge=0)  # 0 or null: no limit
     jpeg_draft: bool = option()
+    keep_in_memory: bool = option()
     sampling: Sampling = option()
     augment: Augment = option()
     features: Optional[str] = option(kind="path")
@@ -65,7 +66,6 @@ class DataOptions:
 @dataclass
 class ClipData(DataOptions):
     frames: int = option(ge=1)
-    keep_in_memory: bool = option()
 
 
 @dataclass

@@ -23,16 +23,23 @@ class ImageLoader:
 
     `size`: let JPEGs decode at reduced scale down to this many pixels per side (`data.jpeg_draft`, with
     `transforms.decode_size(preprocess)`); None decodes at full size. `max_pixels`: `data.max_image_pixels`.
+    `keep=True` (`data.keep_in_memory`) holds each decoded image in memory after its first read and transforms it anew
+    each time (augmentation still draws), for small data sets whose files cost more to decode than to train on.
     """
 
     def __init__(self, records: list[CaptionRecord], transform: Callable[[Image.Image], torch.Tensor],
-                 size: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS):
+                 size: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS, keep: bool = False):
         self.paths = [record.image_path for record in records]
         self.transform = transform
         self.size, self.max_pixels = size, max_pixels
+        self.kept: dict[int, Image.Image] | None = {} if keep else None
 
     def __call__(self, index: int) -> torch.Tensor:
-        return self.transform(load_rgb(self.paths[index], self.size, self.max_pixels))
+        if self.kept is None:
+            return self.transform(load_rgb(self.paths[index], self.size, self.max_pixels))
+        if index not in self.kept:
+            self.kept[index] = load_rgb(self.paths[index], self.size, self.max_pixels)
+        return self.transform(self.kept[index])
 
 
 class CaptionDataset(Dataset):

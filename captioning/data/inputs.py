@@ -38,9 +38,12 @@ class ImageInputs:
     stack = staticmethod(torch.stack)
     checkpoint_extras: dict = {}
 
+    def __init__(self, keep_in_memory: bool = False):
+        self.keep_in_memory = bool(keep_in_memory)
+
     def loader(self, records: list, transform: Transform, **image_options) -> Callable[[int], torch.Tensor]:
         """`image_options`: `data.loading.image_options` (pixel limit, reduced JPEG decoding)."""
-        return ImageLoader(records, transform, **image_options)
+        return ImageLoader(records, transform, **image_options, keep=self.keep_in_memory)
 
     def read(self, item: Any, transform: Transform) -> torch.Tensor:
         """A path, a PIL image, or an image tensor (3, H, W) (uint8, or float in [0, 1]) -> model input (3, S, S).

@@ -250,7 +250,7 @@ class ImageCaptionTask(CaptionTask):
     name = "image_caption"
 
     def inputs(self, data_cfg: DictConfig, trainable: bool) -> ImageInputs:
-        return ImageInputs()
+        return ImageInputs(keep_in_memory=bool(data_cfg.get("keep_in_memory")) and trainable)
 
     def model_spec(self, cfg: DictConfig) -> dict:
         """A store of precomputed regions (scripts/pack_region_features.py) is the encoder: its header gives the
