@@ -4,11 +4,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.util
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -17,6 +19,11 @@ CONF = ROOT / "conf"
 FLICKR = ROOT.parent / "shared" / "data" / "flickr8k-1k"
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep test logs readable
+# One compute thread per test process, set before torch is imported (and inherited by the scripts tests start): the
+# suite runs in two pytest-xdist workers (pyproject addopts), which fill a 2-core machine, and a trained run's numbers
+# are those of one thread on any machine, so the quality lines of the trained fixtures hold everywhere.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 # The fast tier (`pytest -m "not slow"`, docs/testing.md) leaves out every test that trains beyond a few steps, starts
 # a process (a script, the JVM, a browser) or runs Hypothesis at its full count. Tests that use a trained run below,
@@ -101,14 +108,31 @@ def tiny_overrides(synthetic_root: Path) -> list[str]:
             "vocab.min_count=1"]
 
 
+def trained_once(tmp_path_factory, name: str, train_into) -> Path:
+    """A run folder that `train_into(folder)` fills once per test session. The pytest-xdist workers of a session share
+    a parent folder: the first to ask trains under a file lock, the others wait for it and read the same run."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        run_dir = tmp_path_factory.mktemp(name)
+        train_into(run_dir)
+        return run_dir
+    shared = tmp_path_factory.getbasetemp().parent
+    run_dir, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)  # a worker that failed half-way
+            run_dir.mkdir()
+            train_into(run_dir)
+            done.touch()
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synthetic_root) -> Path:
     """A run folder from a tiny 2-epoch training (mechanics, not quality)."""
     from captioning.tasks import train
 
-    run_dir = tmp_path_factory.mktemp("tiny-run")
-    train(compose_train(tiny_overrides(synthetic_root), run_dir))
-    return run_dir
+    return trained_once(tmp_path_factory, "tiny-run", lambda run_dir: train(compose_train(
+        tiny_overrides(synthetic_root), run_dir)))
 
 
 @pytest.fixture(scope="session")
@@ -116,9 +140,8 @@ def learned_run(tmp_path_factory, synthetic_root) -> Path:
     """The default built-in experiment, shortened to 4 epochs: a captioner that really works."""
     from captioning.tasks import train
 
-    run_dir = tmp_path_factory.mktemp("learned-run")
-    train(compose_train([f"data.source.root={synthetic_root}", "train.epochs=4"], run_dir))
-    return run_dir
+    return trained_once(tmp_path_factory, "learned-run", lambda run_dir: train(compose_train(
+        [f"data.source.root={synthetic_root}", "train.epochs=4"], run_dir)))
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +153,7 @@ def attention_run(tmp_path_factory, synthetic_root):
     (docs/attention.md#on-the-built-in-shapes)."""
     from captioning.tasks import train
 
-    run_dir = tmp_path_factory.mktemp("attention-run")
-    train(compose_train([f"data.source.root={synthetic_root}", "data.source.num_train=1200", "model/decoder=soft_attention",
-                         "model.encoder.blocks=3", "model.decoder.doubly_stochastic=0.0", "train.epochs=4",
-                         "train.show_examples=0"], run_dir))
-    return run_dir
+    return trained_once(tmp_path_factory, "attention-run", lambda run_dir: train(compose_train(
+        [f"data.source.root={synthetic_root}", "data.source.num_train=1200", "model/decoder=soft_attention",
+         "model.encoder.blocks=3", "model.decoder.doubly_stochastic=0.0", "train.epochs=4", "train.show_examples=0"],
+        run_dir)))
