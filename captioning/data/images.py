@@ -14,6 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # PIL's own warning threshold, 0.25 GiB of 3-byte pixels. An image whose header declares more is refused
 # before anything is decoded (a 48 KB PNG can declare 20000 x 20000).
 MAX_IMAGE_PIXELS = 89_478_485
+# The longest side an image may have, as a multiple of its shortest. Preprocessing resizes the shorter side to the
+# encoder's input size (224-256 px), so a 1 x 80,000,000 image within the pixel limit would become 256 x 20 billion
+# pixels; 100 keeps any panorama and bounds the resized image to 100 x 256^2 = 6.6 million pixels.
+MAX_ASPECT_RATIO = 100
 
 _PIL_LIMIT = threading.Lock()
 
@@ -107,6 +111,7 @@ def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> I
         with _pil_limit(max_pixels), Image.open(path) as image:
             if max_pixels and image.width * image.height > max_pixels:
                 raise ImageReadError(_too_large(path, image.size, max_pixels))
+            check_aspect(image.size, shown(path))
             yield image
     except ImageReadError:
         raise
@@ -118,6 +123,15 @@ def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> I
                              else f"{shown(path)}: refused as a decompression bomb ({error})") from error
     except Exception as error:  # decoders raise many types on damaged bytes (OSError, SyntaxError, struct.error, ...)
         raise ImageReadError(f"{shown(path)}: corrupt or truncated image ({type(error).__name__}: {error})") from error
+
+
+def check_aspect(size: tuple[int, int], name: str) -> None:
+    """Refuse (ImageReadError, naming `name`) an image whose long side is over MAX_ASPECT_RATIO times its short one,
+    or that has no pixels: resized for the encoder, it would not fit in memory."""
+    width, height = size
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageReadError(f"{name}: {width}x{height} is too thin to caption (the long side may be at most "
+                             f"{MAX_ASPECT_RATIO} times the short one: the short side is resized to the encoder's input)")
 
 
 def _too_large(path: Path, size: tuple[int, int], max_pixels: int) -> str:

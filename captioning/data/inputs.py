@@ -13,7 +13,7 @@ from torchvision.transforms.functional import to_pil_image
 from captioning.data.batches import stack_clips
 from captioning.data.clips import ClipLoader, check_clip, frame_files, load_clip
 from captioning.data.datasets import ImageLoader, collate, collate_captioned_clips
-from captioning.data.images import check_image, load_rgb, to_rgb
+from captioning.data.images import check_aspect, check_image, load_rgb, to_rgb
 
 GLOB_CHARACTERS = set("*?[")
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -49,9 +49,10 @@ class ImageInputs:
         """A path, a PIL image, or an image tensor (3, H, W) (uint8, or float in [0, 1]) -> model input (3, S, S).
         Unreadable files raise `ImageReadError`."""
         if isinstance(item, (str, Path)):
-            item = load_rgb(item)
-        elif isinstance(item, torch.Tensor):
-            item = to_pil_image(item)
+            item = load_rgb(item)  # its shape checked as it opened
+        else:
+            item = to_pil_image(item) if isinstance(item, torch.Tensor) else item
+            check_aspect(item.size, "an image given in memory")
         return transform(to_rgb(item))
 
     @staticmethod

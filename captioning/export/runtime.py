@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, load_rgb, to_rgb
+from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, check_aspect, load_rgb, to_rgb
 from captioning.errors import ExportError
 from captioning.export.description import check_description
 
@@ -57,6 +57,7 @@ class OnnxCaptioner:
         # As the Captioner reads images: upright, transparency onto white, 16-bit rescaled; files over the pixel
         # limit, missing or damaged raise ImageReadError naming the file.
         image = to_rgb(image) if isinstance(image, Image.Image) else load_rgb(image, max_pixels=MAX_IMAGE_PIXELS)
+        check_aspect(image.size, "an image given in memory")  # files were checked as they opened
         size = int(p["input_size"])
         short = int(math.floor(size / p.get("crop_pct", 1.0)))
         w, h = image.size

@@ -402,6 +402,26 @@ def test_pixel_limit_is_an_option(tmp_path):
     assert len(handled(tmp_path, lambda: load_splits({**data, "max_image_pixels": 0}))["train"]) == 4
 
 
+def test_a_thin_image_within_the_pixel_limit_is_refused_before_its_resize(tmp_path):
+    """A 1 x 80,000,000 image passes the pixel limit, and resizing its short side to 256 would make 20 billion pixels:
+    every reader refuses images whose long side is over 100 times the short one, naming the file."""
+    data = coco_config(tmp_path, verify_images="header")
+    (tmp_path / "images" / "2.png").write_bytes(png_bytes(1, 20_000, bytes(20_000 * 2)))  # a PNG header holds any size
+    refused(tmp_path, lambda: load_splits(data), "2.png: 1x20000 is too thin to caption")
+    assert [r.image_id for r in handled(tmp_path, lambda: load_splits({**data, "on_bad_image": "skip"}))["train"]] \
+        == [1, 3, 4]
+    with pytest.raises(ImageReadError, match="2.png: 1x20000"):
+        load_rgb(tmp_path / "images" / "2.png")
+    panorama = tmp_path / "panorama.png"
+    Image.new("RGB", (1000, 10)).save(panorama)  # 100 to 1: kept
+    assert load_rgb(panorama).size == (1000, 10)
+    from captioning.data.inputs import ImageInputs
+    transform = build_transform({"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert ImageInputs().read(panorama, transform).shape == (3, 32, 32)
+    with pytest.raises(ImageReadError, match="an image given in memory: 2000x10 is too thin"):  # the Python API's PIL images
+        ImageInputs().read(Image.new("RGB", (2000, 10)), transform)
+
+
 def test_huge_jpeg_decodes_at_reduced_size_when_allowed(tmp_path):
     path = tmp_path / "huge.jpg"
     path.write_bytes(huge_jpeg())
