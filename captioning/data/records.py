@@ -123,3 +123,20 @@ def split_records(records: list[CaptionRecord]) -> dict[str, list[CaptionRecord]
     for record in records:
         by_split.setdefault(record.split, []).append(record)
     return by_split
+
+
+# The most a file this project writes for itself may hold when read back: a feature store's header.json and index.json,
+# an export's captioner.json, an evaluation's metrics.json. Ours are kilobytes to a few megabytes (index.json of
+# COCO's 123k images: about 8 MB); a bigger one is not ours, and is refused before it is read into memory.
+MAX_RECORD_BYTES = 256 * 2**20
+
+
+def record_size_error(path: str | Path, limit: int = MAX_RECORD_BYTES) -> str | None:
+    """Why the file at `path` is too big to be one of our records, or None."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return None  # the read that follows names what is wrong
+    if size > limit:
+        return f"{path}: {size:,} bytes, over the {limit:,} that a file this project writes for itself may hold"
+    return None

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from captioning.data.records import DataError, first_items
+from captioning.data.records import DataError, first_items, record_size_error
 from captioning.registry import find_code_reference
 
 FORMAT = 1  # header.json's "format"
@@ -40,6 +40,8 @@ def sha256_of(path: Path) -> str:
 
 
 def read_json(path: Path) -> Any:
+    if (too_big := record_size_error(path)) is not None:
+        raise DataError(too_big)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:

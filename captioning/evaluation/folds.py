@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioning.data.records import DataError
+from captioning.data.records import DataError, record_size_error
 from captioning.data.sources.flickr import FOLDS  # data.fold=0..4 (fold_split)
 from captioning.evaluation.coco import COCO_METRICS
 from captioning.evaluation.report import (
@@ -48,6 +48,8 @@ class FoldEvaluation:
 def read_report(folder: Path) -> dict:
     """folder/metrics.json of a checkpoint evaluation of a fold's whole test split -> the report."""
     path = folder / "metrics.json"
+    if (too_big := record_size_error(path)) is not None:
+        raise FoldError(too_big)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

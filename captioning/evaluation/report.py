@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
-from captioning.data.records import DataError
+from captioning.data.records import DataError, record_size_error
 from captioning.evaluation.coco import COCO_METRICS, CocoScores, coco_scores, java_version
 from captioning.evaluation.metrics import bleu
 from captioning.evaluation.results import match_results, read_references, read_results
@@ -106,6 +106,8 @@ def _owned(output_dir: Path) -> dict | None:
     path = output_dir / OWNED
     if not path.exists():
         return {}
+    if record_size_error(path) is not None:
+        return None
     with contextlib.suppress(OSError, ValueError):
         record = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(record, dict) and isinstance(record.get("files"), dict) and "evaluation" in record:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from captioning.data.images import MAX_IMAGE_PIXELS, ImageReadError, check_aspect, load_rgb, to_rgb
+from captioning.data.records import record_size_error
 from captioning.errors import ExportError
 from captioning.export.description import check_description
 
@@ -37,6 +38,8 @@ class OnnxCaptioner:
         missing = [name for name in ("captioner.json", *GRAPHS) if not (folder / name).is_file()]
         if missing:
             raise ExportError(f"{folder / missing[0]}: missing from the export folder; export the checkpoint again")
+        if (too_big := record_size_error(folder / "captioner.json")) is not None:
+            raise ExportError(too_big)
         try:
             spec = json.loads((folder / "captioner.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as error:

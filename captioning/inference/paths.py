@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from captioning.config import OptionError
 from captioning.data.images import ImageReadError
+from captioning.data.records import record_size_error
 from captioning.inference.captioner import Caption
 
 
@@ -32,7 +33,7 @@ def output_origin(path: Path) -> str:
     try:
         with open(path, "rb") as file:
             start = file.read(64).lstrip()[:1]
-        if start not in (b"{", b"["):
+        if start not in (b"{", b"[") or record_size_error(path) is not None:
             return "other"
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
