@@ -16,4 +16,4 @@ def main(cfg: DictConfig) -> None:
     from captioning.inference.demo import serve
 
     serve(plain(cfg.checkpoint), host=cfg.host, port=cfg.port, device=cfg.device, examples=plain(cfg.examples),
-          max_upload_mb=cfg.max_upload_mb, max_image_pixels=cfg.max_image_pixels)
+          max_upload_mb=cfg.max_upload_mb, max_image_pixels=cfg.max_image_pixels, allow_hub_model=cfg.allow_hub_model)

@@ -101,6 +101,7 @@ class DemoConfig:
     examples: Any = option(accepts=any_of(nullable(KINDS["path"]), list_of(KINDS["path"], "paths")))
     max_upload_mb: int = option(ge=1)
     max_image_pixels: Optional[int] = option(ge=1)
+    allow_hub_model: Optional[str] = option()    # the one hub/URL encoder a checkpoint may name (fetched)
 
 
 @dataclass

@@ -97,10 +97,11 @@ def default_examples(checkpoint: str, count: int = 4) -> list[str]:
 
 
 def serve(checkpoint: str | list[str], *, host: str, port: int, device: str, examples: list[str] | None,
-          max_upload_mb: int, max_image_pixels: int | None) -> None:
-    """`scripts/demo.py`: build the page for a checkpoint (or an ensemble) and serve it until interrupted."""
+          max_upload_mb: int, max_image_pixels: int | None, allow_hub_model: str | None = None) -> None:
+    """`scripts/demo.py`: build the page for a checkpoint (or an ensemble) and serve it until interrupted. A hub or URL
+    encoder the checkpoint names is fetched only when it is `allow_hub_model`."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage reports
-    captioner = Captioner.from_checkpoint(checkpoint, device=device)
+    captioner = Captioner.from_checkpoint(checkpoint, device=device, allow_hub_model=allow_hub_model)
     first = checkpoint if isinstance(checkpoint, str) else checkpoint[0]
     examples = default_examples(first) if examples is None else examples
     title = f"Checkpoint: `{checkpoint}` ({'attention maps shown' if captioner.has_attention() else 'pooled decoder'})"

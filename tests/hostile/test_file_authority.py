@@ -153,6 +153,21 @@ def test_evaluate_and_the_python_api_refuse_a_hub_model_named_by_a_checkpoint(tm
     assert_refused(outcome, "model_spec.encoder.model", before, snapshot(tmp_path))
 
 
+def test_the_demo_refuses_a_hub_model_named_by_a_checkpoint_unless_the_user_names_it(tmp_path, no_network, monkeypatch):
+    from captioning.inference import demo
+
+    checkpoint = make_checkpoint(tmp_path / "hub.pt", hub_encoder("hf-hub:evil/model"))
+    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: pytest.fail("the page was built"))
+    options = {"host": "127.0.0.1", "port": 7860, "device": "cpu", "examples": [], "max_upload_mb": 1,
+               "max_image_pixels": None}
+    before = snapshot(tmp_path)
+    outcome = run_command(lambda: demo.serve(str(checkpoint), **options))
+    assert_refused(outcome, "model_spec.encoder.model", before, snapshot(tmp_path))
+    outcome = run_command(lambda: demo.serve(str(checkpoint), **options, allow_hub_model="hf-hub:other/model"))
+    assert_refused(outcome, "give allow_hub_model='hf-hub:evil/model'", before, snapshot(tmp_path))  # another name
+    assert composed("demo", ["allow_hub_model=hf-hub:evil/model"]).allow_hub_model == "hf-hub:evil/model"
+
+
 def test_the_name_the_user_gives_is_let_through():
     """allow_hub_model= names the one hub model the user chose; registry names pass without it."""
     spec = {"encoder": {"name": "timm", "model": "hf-hub:org/model"}}
