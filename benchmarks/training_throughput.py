@@ -41,11 +41,12 @@ class Indexed(torch.utils.data.Dataset):
 
 def time_training(model: CaptionModel, dataset: CaptionDataset, *, features: torch.Tensor | Features | None, batch_size: int,
                   steps: int, warmup: int, device: torch.device, amp_dtype: torch.dtype | None, num_workers: int,
-                  bucket_pool: int = 0) -> dict:
+                  bucket_pool: int = 0, sampling: str = "pairs") -> dict:
     """Captions per second of `train_one_epoch` (the real training step): over cached `features` (N, D), or
-    Features with grids for attention decoders, when given, else over the dataset's images."""
+    Features with grids for attention decoders, when given, else over the dataset's images. `sampling`: as
+    data.sampling (pairs, or grouped: an image's captions in one batch)."""
     cached = features is not None
-    sampler = EpochSampler([len(r.captions) for r in dataset.records], "pairs", seed=0, batch_size=batch_size,
+    sampler = EpochSampler([len(r.captions) for r in dataset.records], sampling, seed=0, batch_size=batch_size,
                            lengths=dataset.caption_lengths(), bucket=bucket_pool)
     if cached:  # as the caption task trains: batches indexed out of tensors on the device
         loader = TensorBatches(features, dataset.tokens, sampler, batch_size, device)
@@ -135,7 +136,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         for batch_size in cfg.cached_batch_sizes:
             result = time_training(model, cached_set, features=features, batch_size=batch_size, steps=cfg.cached_steps,
                                    warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,
-                                   bucket_pool=cfg.bucket_pool)
+                                   bucket_pool=cfg.bucket_pool, sampling=cfg.sampling)
             rows.append({"benchmark": f"train, cached {model.encoder.out_dim}-d features", "path": "cached",
                          "encoder": encoder, "group": position, "device": name, **result})
         if position == 0:
@@ -143,7 +144,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
         image_set = CaptionDataset(records, vocab, 20, ImageLoader(records, build_transform(model.encoder.preprocess)))
         result = time_training(model, image_set, features=None, batch_size=cfg.image_batch_size, steps=cfg.image_steps,
                                warmup=1, device=device, amp_dtype=amp_dtype, num_workers=cfg.num_workers,
-                               bucket_pool=cfg.bucket_pool)
+                               bucket_pool=cfg.bucket_pool, sampling=cfg.sampling)
         rows.append({"benchmark": f"train, decoding images, frozen {encoder}", "path": "images", "encoder": encoder,
                      "group": position, "device": name, **result})
         del model
@@ -151,7 +152,7 @@ def training_benchmarks(cfg, device: torch.device, amp_dtype: torch.dtype | None
             tuned = make_model(encoder_spec, len(vocab), cfg.hidden_size, trainable=True, device=device)
             result = time_training(tuned, image_set, features=None, batch_size=cfg.image_batch_size,
                                    steps=cfg.image_steps, warmup=1, device=device, amp_dtype=amp_dtype,
-                                   num_workers=cfg.num_workers, bucket_pool=cfg.bucket_pool)
+                                   num_workers=cfg.num_workers, bucket_pool=cfg.bucket_pool, sampling=cfg.sampling)
             rows.append({"benchmark": f"train, decoding images, fine-tuning {encoder}", "path": "fine-tune",
                          "encoder": encoder, "device": name, **result})
             del tuned
@@ -208,8 +209,8 @@ def grid_rows(cfg, encoder_spec: dict, records: list[CaptionRecord], vocab: Voca
         for batch_size in cfg.cached_batch_sizes:
             result = time_training(model, dataset, features=features, batch_size=batch_size, steps=cfg.cached_steps,
                                    warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,
-                                   bucket_pool=cfg.bucket_pool)
-            rows.append({"benchmark": f"train {decoder}, cached {cells}x{channels} grids", "path": "grid",
+                                   bucket_pool=cfg.bucket_pool, sampling=cfg.sampling)
+            rows.append({"benchmark": f"train {decoder}, cached {cells}x{channels} grids", "path": "grid", "sampling": cfg.sampling,
                          "encoder": model.encoder.name, "device": name, **result})
         del model
     return rows

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from captioning.config.choices import Amp, Auto, Dtype, MeanMetric, ScstBaseline, Split
-from captioning.config.data import DataOptions
+from captioning.config.data import DataOptions, Sampling
 from captioning.config.fields import KINDS, OptionError, any_of, check_node, list_of, nullable, option
 from captioning.config.train import SEED, Decode, validate_scst
 
@@ -162,6 +162,7 @@ class BenchmarkConfig:
     vocab_size: int = option(ge=5)
     hidden_size: int = option(ge=1)
     bucket_pool: int = option(ge=0)
+    sampling: Sampling = option()
     images: int = option(ge=1)
     warmup: int = option(ge=0)
     cached_batch_sizes: list[int] = option(ge=1, items="integers >= 1")
