@@ -210,8 +210,8 @@ def grid_rows(cfg, encoder_spec: dict, records: list[CaptionRecord], vocab: Voca
             result = time_training(model, dataset, features=features, batch_size=batch_size, steps=cfg.cached_steps,
                                    warmup=cfg.warmup, device=device, amp_dtype=amp_dtype, num_workers=0,
                                    bucket_pool=cfg.bucket_pool, sampling=cfg.sampling)
-            rows.append({"benchmark": f"train {decoder}, cached {cells}x{channels} grids", "path": "grid", "sampling": cfg.sampling,
-                         "encoder": model.encoder.name, "device": name, **result})
+            rows.append({"benchmark": f"train {decoder}, cached {cells}x{channels} grids", "path": "grid",
+                         "sampling": cfg.sampling, "encoder": model.encoder.name, "device": name, **result})
         del model
     return rows
 
