@@ -1,7 +1,14 @@
 """The closed sets of values that options of several commands share (an Enum's values are what a YAML file says)."""
 from __future__ import annotations
 
+import sys
 from enum import Enum
+
+
+def closed_set(name: str, *values: str) -> type[Enum]:
+    """An Enum whose members' names are their values: the words a YAML file may give an option. It belongs to the
+    module that names it (so its members pickle, as Hydra's launchers and DDP's workers pickle configs)."""
+    return Enum(name, [(value, value) for value in values], module=sys._getframe(1).f_globals["__name__"])
 
 
 class Auto(Enum):
@@ -11,32 +18,12 @@ class Auto(Enum):
     false = False
 
 
-class Amp(Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    off = "off"
-
-
-class Split(Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-    restval = "restval"  # Karpathy's, with data.restval_as_train=false
-
-
-class Dtype(Enum):
-    float16 = "float16"
-    float32 = "float32"
-
-
-class ScstBaseline(Enum):
-    """train.scst.baseline and the benchmark's scst.baseline; captioning/training/scst.py checks its own argument
-    against the same values."""
-    greedy = "greedy"
-    mean = "mean"
-
-
+Amp = closed_set("Amp", "auto", "bf16", "fp16", "off")
+Split = closed_set("Split", "train", "val", "test", "restval")  # restval: Karpathy's, with data.restval_as_train=false
+Dtype = closed_set("Dtype", "float16", "float32")
+# train.scst.baseline and the benchmark's scst.baseline (captioning/training/scst.py checks its own argument against
+# the same values)
+ScstBaseline = closed_set("ScstBaseline", "greedy", "mean")
 SCST_BASELINES = tuple(member.value for member in ScstBaseline)
 
 

@@ -3,10 +3,9 @@ pack_region_features, compare, folds, benchmark, benchmark_decoding and the scal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Optional
 
-from captioning.config.choices import Amp, Auto, Dtype, MeanMetric, ScstBaseline, Split
+from captioning.config.choices import Amp, Auto, Dtype, MeanMetric, ScstBaseline, Split, closed_set
 from captioning.config.data import DataOptions, Sampling
 from captioning.config.fields import KINDS, OptionError, any_of, check_node, list_of, nullable, option
 from captioning.config.train import SEED, Decode, validate_scst
@@ -15,9 +14,7 @@ FILES = any_of(KINDS["file"], list_of(KINDS["file"], "existing files"))   # one 
 PATHS = any_of(KINDS["path"], list_of(KINDS["path"], "paths"))
 
 
-class Meteor(Enum):
-    required = "required"
-    optional = "optional"
+Meteor = closed_set("Meteor", "required", "optional")
 
 
 @dataclass
@@ -127,10 +124,7 @@ class FoldsConfig:
     overwrite: bool = option()
 
 
-class RowSource(Enum):
-    disk = "disk"
-    device = "device"
-    memory = "memory"
+RowSource = closed_set("RowSource", "disk", "device", "memory")
 
 
 @dataclass
@@ -195,9 +189,7 @@ class BenchmarkDecodingConfig:
     data: DataOptions = option()
 
 
-class StorePath(Enum):
-    streamed = "streamed"
-    in_memory = "in_memory"
+StorePath = closed_set("StorePath", "streamed", "in_memory")
 
 
 @dataclass

@@ -8,31 +8,17 @@ whose field says `source=True`.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from captioning.config.choices import Auto
+from captioning.config.choices import Auto, closed_set
 from captioning.config.fields import OptionError, option, show
 
-
-class OnBad(Enum):
-    error = "error"
-    skip = "skip"
-
-
-class Verify(Enum):
-    none = "none"
-    header = "header"
-    full = "full"
-
-
-class Sampling(Enum):
-    random_caption = "random_caption"
-    pairs = "pairs"
-    grouped = "grouped"
+OnBad = closed_set("OnBad", "error", "skip")
+Verify = closed_set("Verify", "none", "header", "full")
+Sampling = closed_set("Sampling", "random_caption", "pairs", "grouped")
 
 
 @dataclass

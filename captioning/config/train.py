@@ -6,30 +6,18 @@ depend on the task (select_metric, model parts, objectives).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Optional
 
-from captioning.config.choices import Amp, ScstBaseline
+from captioning.config.choices import Amp, ScstBaseline, closed_set
 from captioning.config.data import DataOptions
 from captioning.config.fields import OptionError, option
 
 SEED = dict(ge=0, le=2**32 - 1)
 
 
-class LengthPenalty(Enum):
-    none = "none"
-    avg = "avg"
-    gnmt = "gnmt"
-
-
-class Objective(Enum):
-    xe = "xe"
-    scst = "scst"
-
-
-class Interval(Enum):
-    epoch = "epoch"
-    step = "step"
+LengthPenalty = closed_set("LengthPenalty", "none", "avg", "gnmt")
+Objective = closed_set("Objective", "xe", "scst")
+Interval = closed_set("Interval", "epoch", "step")
 
 
 # The most words a caption may have (vocab.max_words, decode.max_words, a checkpoint's max_words): a longer cap is a
