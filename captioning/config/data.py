@@ -7,7 +7,7 @@ whose field says `source=True`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -75,11 +75,14 @@ class CocoSplit:
     images: Optional[str] = option(kind="path")
 
 
-@dataclass
-class CocoData(DataOptions):
-    train: CocoSplit = option(source=True)
-    val: CocoSplit = option(source=True)
-    test: Optional[CocoSplit] = option(source=True)
+def with_splits(name: str, base: type, split: type) -> type:
+    """A source's schema of `base` whose train and val keys hold a `split` each, and test one or null."""
+    return make_dataclass(name, [(key, split, option(source=True)) for key in ("train", "val")]
+                          + [("test", Optional[split], option(source=True))], bases=(base,),
+                          namespace={"__module__": __name__})  # found again where it is named (pickled configs)
+
+
+CocoData = with_splits("CocoData", DataOptions, CocoSplit)
 
 
 @dataclass
@@ -89,11 +92,7 @@ class ClipSplit:
     annotations: Optional[str] = option(kind="path")
 
 
-@dataclass
-class ClipsData(ClipData):
-    train: ClipSplit = option(source=True)
-    val: ClipSplit = option(source=True)
-    test: Optional[ClipSplit] = option(source=True)
+ClipsData = with_splits("ClipsData", ClipData, ClipSplit)
 
 
 # the schema of each data group, by the registered source it reads (synthetic ones write their spec out)

@@ -64,19 +64,19 @@ class Partial:
 @dataclass
 class Optim(Partial):
     """conf/optim/*.yaml: a partial optimiser; keys an optimiser does not take are left out of its file."""
-    lr: float = option(gt=0)
-    weight_decay: float = option(ge=0)
-    momentum: float = option(ge=0)
-    fused: bool = option()
+    lr: float = option(gt=0)                      # adam, sgd (with noam: the peak rate)
+    weight_decay: float = option(ge=0)            # adam, sgd
+    momentum: float = option(ge=0)                # sgd
+    fused: bool = option()                        # adam: one kernel for the whole update (CUDA)
 
 
 @dataclass
 class SchedulerBuild(Partial):
     """conf/scheduler/*.yaml's build: a partial scheduler over the optimiser."""
-    step_size: int = option(ge=1)
-    gamma: float = option(gt=0)
-    T_max: int = option(ge=1)
-    eta_min: float = option(ge=0)
+    step_size: int = option(ge=1)                 # step: intervals between decays
+    gamma: float = option(gt=0)                   # step: the factor of each decay
+    T_max: int = option(ge=1)                     # cosine: intervals from the peak rate to eta_min
+    eta_min: float = option(ge=0)                 # cosine: the last rate
     warmup: int = option(ge=1)                    # noam: steps of linear warmup (training/schedules.py)
 
 
