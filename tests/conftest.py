@@ -96,8 +96,14 @@ def compose_train(overrides: list[str], run_dir: str | Path | None = None) -> Di
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
-    """One synthetic-data cache for the whole session."""
-    return tmp_path_factory.mktemp("synthetic-cache")
+    """One synthetic-data cache for the whole session, shared by its pytest-xdist workers: a trained run read by one
+    worker may have been trained by the other, and its tests read the same images. Generation is safe to race (each
+    data set is written in a temporary folder and renamed; the first to finish wins)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return tmp_path_factory.mktemp("synthetic-cache")
+    root = tmp_path_factory.getbasetemp().parent / "synthetic-cache"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def tiny_overrides(synthetic_root: Path) -> list[str]:
@@ -124,6 +130,15 @@ def trained_once(tmp_path_factory, name: str, train_into) -> Path:
             train_into(run_dir)
             done.touch()
     return run_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trained_first(request) -> None:
+    """Under pytest-xdist, worker gw0 trains learned_run and gw1 attention_run before their first tests, when any
+    selected test uses them: the two big runs train at once, instead of one worker later waiting for the other's."""
+    wanted = {"gw0": "learned_run", "gw1": "attention_run"}.get(os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if wanted and any(wanted in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue(wanted)
 
 
 @pytest.fixture(scope="session")
