@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from PIL import Image
 
 from captioning.checkpoint import save_checkpoint
 from captioning.data.sources import read_source
@@ -133,13 +132,10 @@ def hub_encoder(name: str):
 
 @pytest.mark.parametrize("name", ["hf-hub:evil/model", "hf_hub:evil/model", "https://evil.example/model.pth",
                                   "local-dir:/home/someone/model"])
-def test_caption_refuses_a_hub_model_named_by_a_checkpoint(tmp_path, no_network, name):
+def test_caption_refuses_a_hub_model_named_by_a_checkpoint(tmp_path, no_network, images_folder, name):
     checkpoint = make_checkpoint(tmp_path / "hub.pt", hub_encoder(name))
-    images = tmp_path / "images"
-    images.mkdir()
-    Image.new("RGB", (32, 32), "red").save(images / "a.png")
     before = snapshot(tmp_path)
-    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images)))
+    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images_folder)))
     assert_refused(outcome, "model_spec.encoder.model", before, snapshot(tmp_path))
     assert str(checkpoint) in outcome.message and name in outcome.message, outcome.message
 
@@ -194,14 +190,6 @@ def test_a_model_spec_that_does_not_fit_its_weights_is_refused_before_it_is_buil
         outcome = run_command(work)
         assert_refused(outcome, f"{checkpoint}: model_spec", before, snapshot(tmp_path))
         assert str(size) in outcome.message or "does not fit the checkpoint's weights" in outcome.message, outcome.message
-
-
-@pytest.fixture
-def images_folder(tmp_path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.new("RGB", (32, 32), "red").save(folder / "a.png")
-    return folder
 
 
 # ---------------------------------------------------------------- pickled objects: no advice to load them unsafely

@@ -83,39 +83,31 @@ def test_the_mandatory_key_given_on_the_command_line_is_used(tmp_path):
 # ---------------------------------------------------------------- caption caps: a checkpoint's, and decode's
 
 
-@pytest.fixture
-def images(tmp_path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.new("RGB", (32, 32), "blue").save(folder / "a.png")
-    return folder
-
-
 @pytest.mark.parametrize("max_words", [0, -3, 10**9, 2.5, True])
-def test_a_checkpoints_caption_cap_out_of_range_is_refused(tmp_path, images, max_words):
+def test_a_checkpoints_caption_cap_out_of_range_is_refused(tmp_path, images_folder, max_words):
     checkpoint = make_checkpoint(tmp_path / "cap.pt", lambda payload: payload.update(max_words=max_words))
     before = snapshot(tmp_path)
-    for work in (lambda: caption(caption_cfg(checkpoint, images)), lambda: Captioner.from_checkpoint(checkpoint, "cpu"),
-                 lambda: evaluate(evaluate_cfg(checkpoint, tmp_path))):
+    for work in (lambda: caption(caption_cfg(checkpoint, images_folder)),
+                 lambda: Captioner.from_checkpoint(checkpoint, "cpu"), lambda: evaluate(evaluate_cfg(checkpoint, tmp_path))):
         outcome = run_command(work)
         assert_refused(outcome, f"{checkpoint}: max_words", before, snapshot(tmp_path))
 
 
-def test_decode_max_words_is_bounded(tmp_path, images):
+def test_decode_max_words_is_bounded(tmp_path, images_folder):
     checkpoint = make_checkpoint(tmp_path / "ok.pt")
     before = snapshot(tmp_path)
-    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images, "decode.max_words=100000000")))
+    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images_folder, "decode.max_words=100000000")))
     assert_refused(outcome, "decode.max_words=100000000", before, snapshot(tmp_path))
     assert "1..1000" in outcome.message or "<= 1000" in outcome.message, outcome.message
     outcome = run_command(lambda: train(compose_train(["vocab.max_words=5000"], tmp_path / "run")))
     assert_refused(outcome, "vocab.max_words", before, snapshot(tmp_path))
 
 
-def test_min_words_is_checked_against_the_checkpoints_cap(tmp_path, images):
+def test_min_words_is_checked_against_the_checkpoints_cap(tmp_path, images_folder):
     """decode.max_words=null means the checkpoint's max_words: min_words above it is refused, naming both."""
     checkpoint = make_checkpoint(tmp_path / "short.pt", lambda payload: payload.update(max_words=4))
     before = snapshot(tmp_path)
-    for work in (lambda: caption(caption_cfg(checkpoint, images, "decode.min_words=6")),
+    for work in (lambda: caption(caption_cfg(checkpoint, images_folder, "decode.min_words=6")),
                  lambda: evaluate(evaluate_cfg(checkpoint, tmp_path, "decode.min_words=6"))):
         outcome = run_command(work)
         assert_refused(outcome, "decode.min_words=6", before, snapshot(tmp_path))
@@ -130,10 +122,10 @@ def test_min_words_is_checked_against_the_checkpoints_cap(tmp_path, images):
     (lambda p: p.update(mean=[0.5, 0.5]), "preprocess.mean"),
     (lambda p: p.update(interpolation="lanczos"), "preprocess.interpolation"),
 ])
-def test_a_checkpoints_preprocessing_is_bounded(tmp_path, images, edit, key):
+def test_a_checkpoints_preprocessing_is_bounded(tmp_path, images_folder, edit, key):
     checkpoint = make_checkpoint(tmp_path / "pre.pt", lambda payload: edit(payload["preprocess"]))
     before = snapshot(tmp_path)
-    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images)))
+    outcome = run_command(lambda: caption(caption_cfg(checkpoint, images_folder)))
     assert_refused(outcome, f"{checkpoint}: {key}", before, snapshot(tmp_path))
 
 
