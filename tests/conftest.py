@@ -99,11 +99,16 @@ def synthetic_root(tmp_path_factory) -> Path:
     """One synthetic-data cache for the whole session, shared by its pytest-xdist workers: a trained run read by one
     worker may have been trained by the other, and its tests read the same images. Generation is safe to race (each
     data set is written in a temporary folder and renamed; the first to finish wins)."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return tmp_path_factory.mktemp("synthetic-cache")
-    root = tmp_path_factory.getbasetemp().parent / "synthetic-cache"
+    root = session_folder(tmp_path_factory) / "synthetic-cache"
     root.mkdir(exist_ok=True)
     return root
+
+
+def session_folder(tmp_path_factory) -> Path:
+    """The temporary folder of this test session that its pytest-xdist workers share (each worker's own basetemp sits
+    in it); without workers, the session's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
 
 
 def tiny_overrides(synthetic_root: Path) -> list[str]:
@@ -116,12 +121,8 @@ def tiny_overrides(synthetic_root: Path) -> list[str]:
 
 def trained_once(tmp_path_factory, name: str, train_into) -> Path:
     """A run folder that `train_into(folder)` fills once per test session. The pytest-xdist workers of a session share
-    a parent folder: the first to ask trains under a file lock, the others wait for it and read the same run."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        run_dir = tmp_path_factory.mktemp(name)
-        train_into(run_dir)
-        return run_dir
-    shared = tmp_path_factory.getbasetemp().parent
+    its folder: the first to ask trains under a file lock, the others wait for it and read the same run."""
+    shared = session_folder(tmp_path_factory)
     run_dir, done = shared / name, shared / f"{name}.done"
     with FileLock(shared / f"{name}.lock"):
         if not done.is_file():
