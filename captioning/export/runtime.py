@@ -59,8 +59,11 @@ class OnnxCaptioner:
         p = self.spec["preprocess"]
         # As the Captioner reads images: upright, transparency onto white, 16-bit rescaled; files over the pixel
         # limit, missing or damaged raise ImageReadError naming the file.
-        image = to_rgb(image) if isinstance(image, Image.Image) else load_rgb(image, max_pixels=MAX_IMAGE_PIXELS)
-        check_aspect(image.size, "an image given in memory")  # files were checked as they opened
+        if isinstance(image, Image.Image):
+            check_aspect(image.size, "an image given in memory")  # a file's shape is checked as it opens
+            image = to_rgb(image)
+        else:
+            image = load_rgb(image, max_pixels=MAX_IMAGE_PIXELS)
         size = int(p["input_size"])
         short = int(math.floor(size / p.get("crop_pct", 1.0)))
         w, h = image.size

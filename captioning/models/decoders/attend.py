@@ -102,11 +102,10 @@ def distinct_images(memory) -> tuple[object, torch.Tensor | None]:
     first = torch.full((unique.size(0),), pooled.size(0), device=pooled.device)
     first = first.scatter_reduce(0, image, rows, "amin")  # each distinct image's first row
     distinct = memory.index_select(0, first)
-    if getattr(memory, "grid", None) is not None:
-        grid, mask = masked_grid(memory)  # what the rows read: padding (even NaN) is not compared
-        same = torch.equal(grid, grid.index_select(0, first).index_select(0, image))
-        if not same or (mask is not None and not torch.equal(mask, mask.index_select(0, first).index_select(0, image))):
-            return memory, None  # equal pooled vectors, different grids: kept apart
+    if getattr(memory, "grid", None) is not None:  # what the rows read: padding (even NaN) is not compared
+        for held, merged in zip(masked_grid(memory), masked_grid(distinct), strict=True):
+            if held is not None and not torch.equal(held, merged.index_select(0, image)):
+                return memory, None  # equal pooled vectors, different grids: kept apart
     return distinct, image
 
 
