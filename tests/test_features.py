@@ -1,10 +1,12 @@
 """Feature store: round trip, refusal of a mismatched store, resume after interruption, training from it."""
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 
+from captioning.data import features
 from captioning.data.features import FeatureStore, extract_features
 from captioning.data.images import load_rgb
 from captioning.data.records import DataError
@@ -123,6 +125,27 @@ def test_an_unfinished_store_resumes_only_with_its_own_images(tmp_path, encoder,
     extract_features(encoder, six[::-1], tmp_path / "store", device=torch.device("cpu"), batch_size=2)
     fresh = extract_features(encoder, six, tmp_path / "fresh", device=torch.device("cpu"), batch_size=2)
     assert np.array_equal(np.load(fresh / "features.npy"), np.load(tmp_path / "store" / "features.npy"))
+
+
+def test_extraction_waits_for_another_process_extracting_into_the_store(tmp_path, encoder, records):
+    """A multirun over folds starts its runs together on one store: one extracts, the others wait, then read it."""
+    store_path = tmp_path / "store"
+    finished = []
+    other = threading.Thread(target=lambda: finished.append(
+        extract_features(encoder, records, store_path, device=torch.device("cpu"), batch_size=7)))
+    with features.extraction_lock(store_path):  # held the way another process would hold it
+        other.start()
+        other.join(timeout=1.0)
+        assert other.is_alive() and not store_path.exists()  # it waits before creating a file
+    other.join()
+    assert finished == [store_path] and FeatureStore(store_path).ids == [str(r.image_id) for r in records]
+
+
+def test_a_finished_store_is_read_without_writing_to_it(tmp_path, encoder, records, monkeypatch):
+    store_path = extract_features(encoder, records, tmp_path / "store", device=torch.device("cpu"), batch_size=7)
+    monkeypatch.setattr(features, "write_json", lambda path, data: pytest.fail(f"wrote {path}"))
+    monkeypatch.setattr(features, "extraction_lock", lambda output: pytest.fail("took the extraction lock"))
+    assert extract_features(encoder, records[2:9], store_path, device=torch.device("cpu")) == store_path
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ Every file is checked against header.json (sizes; at completion, per-chunk check
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from captioning.data.batches import Clips
 from captioning.data.datasets import ImageLoader
@@ -131,6 +137,53 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     output = Path(output).expanduser()
     ids, paths = unique_images(records)
     identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype}
+    if finished(output, identity, ids, store_grid):  # read only: runs sharing a store never write to it
+        return output
+    with extraction_lock(output):
+        if finished(output, identity, ids, store_grid):  # by the process this one waited for
+            return output
+        fill_store(encoder, output, identity, ids, paths, device=device, batch_size=batch_size,
+                   num_workers=num_workers, dtype=dtype, store_grid=store_grid, amp_dtype=amp_dtype,
+                   decode_on_device=decode_on_device)
+    return output
+
+
+def finished(output: Path, identity: dict, ids: list[str], store_grid: bool) -> bool:
+    """A complete store with checksums that serves these images, its files verified against them (a damaged one is
+    refused here, naming the file); False when there is none yet or it needs extraction to go on."""
+    if not (output / "header.json").is_file():
+        return False
+    header, stored = open_for_resume(output, identity, ids, store_grid)
+    if not (header["complete"] and "checksums" in header):
+        return False
+    checksums(output, header, stored, verify=True)
+    return True
+
+
+@contextmanager
+def extraction_lock(output: Path) -> Iterator[None]:
+    """One process extracts into a store at a time (the runs of a multirun over folds share one): the others wait,
+    then find it finished. The lock file sits beside the store; the system drops the lock when its holder ends, so
+    a killed extraction leaves none behind. Without fcntl (Windows), no lock."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(output.parent / f".{output.name}.lock", "a")
+    except OSError as error:
+        raise no_space(output.parent / f".{output.name}.lock", error) from None
+    with handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: another process is extracting into this store; waiting for it", output)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def fill_store(encoder: ImageEncoder, output: Path, identity: dict, ids: list[str], paths: list[str], *,
+               device: torch.device, batch_size: int, num_workers: int, dtype: str, store_grid: bool,
+               amp_dtype: torch.dtype | None, decode_on_device: bool) -> None:
+    """Create the store or resume it, encode the rows not done, then record the checksums (under the lock)."""
     if (output / "header.json").is_file():
         header, stored = open_for_resume(output, identity, ids, store_grid)
         path_of = dict(zip(ids, paths, strict=True))  # this run's files: a store's recorded paths are never read;
@@ -172,7 +225,6 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     # (an old store without them gets them here; one that has them must still match them).
     sums = checksums(output, header, ids, verify=header["complete"] and "checksums" in header)
     write_json(output / "header.json", {**header, "complete": True, "checksums": sums})
-    return output
 
 
 def create_store(output: Path, header: dict, ids: list[str], paths: list[str]) -> dict:

@@ -56,7 +56,7 @@ def no_space(path: Path, error: OSError, need: str = "") -> DataError:
 
 
 def write_json(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # its own: two writers never rename each other's
     try:
         temporary.write_text(json.dumps(data, indent=1))
         os.replace(temporary, path)
