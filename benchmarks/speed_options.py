@@ -25,7 +25,7 @@ from benchmarks.devices import device_name, synchronize
 from captioning.data.batches import Features
 from captioning.data.sampler import EpochSampler
 from captioning.models.decoders.lstm import LSTMDecoder
-from captioning.models.encoders import efficientnet_lite0_imagenet
+from captioning.models.encoders import efficientnet_lite_imagenet
 from captioning.training.loop import train_one_epoch
 
 VOCAB, HIDDEN, FEATURES, BATCH = 10_000, 512, 1280, 64
@@ -83,7 +83,7 @@ def decoder_rate(batches: list[torch.Tensor], device: torch.device, compile_loss
 
 def encoder_rate(device: torch.device, channels_last: bool, backward: bool, repeats: int) -> float:
     """EfficientNet-Lite0 images/s at batch 32: frozen forward, or forward and backward (fine-tuning)."""
-    backbone = efficientnet_lite0_imagenet(pretrained=True).to(device)  # bare: ImageEncoder always uses channels-last
+    backbone = efficientnet_lite_imagenet(0, pretrained=True).to(device)  # bare: ImageEncoder always uses channels-last
     backbone.reset_classifier(0)
     backbone.train(backward)
     images = torch.randn(32, 3, 224, 224, device=device)

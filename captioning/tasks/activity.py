@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from captioning import distributed
 from captioning.checkpoint import CheckpointError, load_state
 from captioning.data.datasets import LabelledClips, collate_labelled_clips
-from captioning.data.features import cache_features
+from captioning.data.encoding import cache_features
 from captioning.data.images import check_preprocess
 from captioning.data.inputs import ClipInputs
 from captioning.data.loading import make_loader

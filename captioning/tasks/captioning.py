@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 from captioning import distributed
 from captioning.data.batches import Features
 from captioning.data.datasets import CaptionDataset
+from captioning.data.encoding import cache_features
 from captioning.data.feature_rows import StoreRows, item_reader
-from captioning.data.features import FeatureStore, cache_features, extract_features
+from captioning.data.features import FeatureStore, extract_features
 from captioning.data.inputs import ClipInputs, ImageInputs
 from captioning.data.loading import image_options, make_loader
 from captioning.data.records import clean_captions
