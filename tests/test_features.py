@@ -160,6 +160,12 @@ def test_training_reads_the_store_instead_of_images(tmp_path, synthetic_root, mo
     monkeypatch.setattr(encoders.ImageEncoder, "forward", lambda self, images: calls.append(1) or original(self, images))
     metrics = train(compose_train(overrides[:-1], tmp_path / "second"))
     assert not calls and metrics["step"] > 0  # no image went through the encoder
+    verified = []  # with data.extract_features=true, a finished store is checked once as the run starts, not twice
+    checksums = features.checksums
+    monkeypatch.setattr(features, "checksums", lambda *a, **k: verified.append(k["verify"]) or checksums(*a, **k))
+    train(compose_train(overrides, tmp_path / "again"))
+    assert not calls and verified == [True]
+    monkeypatch.setattr(features, "checksums", checksums)
     with pytest.raises(DataError, match="not a feature store"):
         train(compose_train(overrides[:-2] + [f"data.features={tmp_path / 'nothing'}"], tmp_path / "third"))
     # The frozen encoder of a checkpoint holds the weights it recorded: resuming and train.init_from use the store.

@@ -67,9 +67,12 @@ def unique_images(records: list[CaptionRecord]) -> tuple[list[str], list[str]]:
 
 def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output: str | Path, *, device: torch.device,
                      batch_size: int = 64, num_workers: int = 0, dtype: str = "float16", store_grid: bool = False,
-                     amp_dtype: torch.dtype | None = None, decode_on_device: bool = False) -> Path:
+                     amp_dtype: torch.dtype | None = None, decode_on_device: bool = False,
+                     verify_finished: bool = True) -> Path:
     """Run the frozen encoder over every image once; resumes an interrupted store, refuses a different or damaged one.
-    `decode_on_device`: JPEGs are decoded in batches where the encoder runs (nvJPEG on CUDA; `device_decode`)."""
+    `decode_on_device`: JPEGs are decoded in batches where the encoder runs (nvJPEG on CUDA; `device_decode`).
+    `verify_finished=False`: a finished store's checksums are left to the caller's `FeatureStore`, which verifies
+    them as it opens (one pass over the arrays, not two)."""
     if encoder.weights is None:
         raise DataError(f"encoder {encoder.name!r} holds no known pretrained weights (a random network, or one copied "
                         "from a checkpoint that does not record them): its features are not stored (set "
@@ -77,10 +80,10 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     output = Path(output).expanduser()
     ids, paths = unique_images(records)
     identity = {"format": FORMAT, **encoder_identity(encoder), "dtype": dtype}
-    if finished(output, identity, ids, store_grid):  # read only: runs sharing a store never write to it
+    if finished(output, identity, ids, store_grid, verify_finished):  # read only: runs sharing a store never write
         return output
     with extraction_lock(output):
-        if finished(output, identity, ids, store_grid):  # by the process this one waited for
+        if finished(output, identity, ids, store_grid, verify_finished):  # by the process this one waited for
             return output
         fill_store(encoder, output, identity, ids, paths, device=device, batch_size=batch_size,
                    num_workers=num_workers, dtype=dtype, store_grid=store_grid, amp_dtype=amp_dtype,
@@ -88,15 +91,16 @@ def extract_features(encoder: ImageEncoder, records: list[CaptionRecord], output
     return output
 
 
-def finished(output: Path, identity: dict, ids: list[str], store_grid: bool) -> bool:
-    """A complete store with checksums that serves these images, its files verified against them (a damaged one is
-    refused here, naming the file); False when there is none yet or it needs extraction to go on."""
+def finished(output: Path, identity: dict, ids: list[str], store_grid: bool, verify: bool) -> bool:
+    """A complete store with checksums that serves these images, with `verify` its files checked against them (a
+    damaged one is refused here, naming the file); False when there is none yet or it needs extraction to go on."""
     if not (output / "header.json").is_file():
         return False
     header, stored = open_for_resume(output, identity, ids, store_grid)
     if not (header["complete"] and "checksums" in header):
         return False
-    checksums(output, header, stored, verify=True)
+    if verify:
+        checksums(output, header, stored, verify=True)
     return True
 
 

@@ -277,9 +277,10 @@ class ImageCaptionTask(CaptionTask):
         if data_cfg.get("extract_features") and encoder.name != "regions" and distributed.is_main():
             records = [record for split in splits.values() for record in split]
             extract_features(encoder, records, data_cfg.features, device=device, batch_size=cfg.train.batch_size,
-                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid)
+                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid,
+                             verify_finished=False)
         distributed.barrier()  # the other ranks wait for rank 0's store
-        store = FeatureStore(data_cfg.features)
+        store = FeatureStore(data_cfg.features)  # verifies the checksums
         store.check_encoder(encoder)
         if augments(data_cfg.augment):
             log.warning("data.augment is ignored: cached features were computed from unaugmented images")
