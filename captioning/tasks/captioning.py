@@ -275,10 +275,9 @@ class ImageCaptionTask(CaptionTask):
                             "data.features=%s is not used", data_cfg.features)
             return super().model_inputs(splits, model, inputs, cfg, device, amp_dtype)
         if data_cfg.get("extract_features") and encoder.name != "regions" and distributed.is_main():
-            records = [record for split in splits.values() for record in split]
-            extract_features(encoder, records, data_cfg.features, device=device, batch_size=cfg.train.batch_size,
-                             num_workers=data_cfg.num_workers, amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid,
-                             verify_finished=False)
+            extract_features(encoder, [record for split in splits.values() for record in split], data_cfg.features,
+                             device=device, batch_size=cfg.train.batch_size, num_workers=data_cfg.num_workers,
+                             amp_dtype=amp_dtype, store_grid=model.decoder.uses_grid, verify_finished=False)
         distributed.barrier()  # the other ranks wait for rank 0's store
         store = FeatureStore(data_cfg.features)  # verifies the checksums
         store.check_encoder(encoder)
