@@ -2,14 +2,16 @@
 
 Beam search keeps K rows per image and reorders them every step. An attention decoder's state is
 therefore split in two: the recurrent tensors, one row per live hypothesis, and the per-image memory
-(the grid and its attention keys), kept once per image and never copied. Each row carries the index
-of its image; `reorder_state` moves the rows and their indices, and a step gathers only the images its
-rows read. No K-fold copy of the grid lives across steps. A padded batch of region features (`Features.mask`)
-keeps its mask with the memory, once per image, and each row reads its image's mask the same way.
+(the grid and its attention keys), kept once per image. Each row carries the index of its image;
+`reorder_state` moves the rows and their indices, and the first step after it gathers each row's memory, which the
+steps after it reuse until the next reorder. Sampling K captions per image (self-critical training) thus gathers
+once per batch, not once per word: with gradients, each step's gather would be kept for the backward pass (20
+copies of a (B x K)-row grid where one does). A padded batch of region features (`Features.mask`) keeps its mask
+with the memory, once per image, and each row reads its image's mask the same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -52,18 +54,22 @@ class GridState:
     memory: tuple[torch.Tensor, ...]
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    gathered: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (rows' memory, mask)
+
+    def rows(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+        """Each live row's memory (R, ...) and mask (R, N) or None, gathered on the first call after a reorder."""
+        if self.image is None:
+            return self.memory, self.mask
+        if self.gathered is None:
+            self.gathered = (tuple(m.index_select(0, self.image) for m in self.memory),
+                             None if self.mask is None else self.mask.index_select(0, self.image))
+        return self.gathered
 
     def rows_memory(self) -> tuple[torch.Tensor, ...]:
-        """The per-image memory of each live row (R, ...), gathered for this step only."""
-        if self.image is None:
-            return self.memory
-        return tuple(m.index_select(0, self.image) for m in self.memory)
+        return self.rows()[0]
 
     def rows_mask(self) -> torch.Tensor | None:
-        """The mask of each live row's image (R, N), or None."""
-        if self.mask is None or self.image is None:
-            return self.mask
-        return self.mask.index_select(0, self.image)
+        return self.rows()[1]
 
     def first(self, rows: int) -> GridState:
         """The first `rows` rows, for a state never reordered (teacher forcing: row i is image i)."""
@@ -76,7 +82,9 @@ class GridState:
                        image=rows if self.image is None else self.image.index_select(0, rows))
 
     def advance(self, recurrent: tuple[torch.Tensor, ...]) -> GridState:
-        return replace(self, recurrent=recurrent)
+        state = replace(self, recurrent=recurrent)
+        state.gathered = self.gathered  # the same rows read the same images
+        return state
 
 
 def grid_of(memory) -> torch.Tensor:
