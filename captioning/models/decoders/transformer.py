@@ -8,8 +8,8 @@ cross-attention keys and values from it; each `step` adds one word, whose self-a
 of the words before it from a cache that grows by one position per step, so a step costs O(t), not O(t^2).
 
 The state is a `GridState`: the caches are its recurrent tensors, one row per hypothesis, (R, heads, t, d_head);
-the cross-attention keys and values are its per-image memory, never copied per beam. A padded batch of regions
-(`Features.mask`) gets no attention on its padding, in the memory layers as in cross-attention.
+the cross-attention keys and values are its per-image memory, gathered per row once after each reorder. A padded
+batch of regions (`Features.mask`) gets no attention on its padding, in the memory layers as in cross-attention.
 """
 from __future__ import annotations
 
