@@ -9,6 +9,7 @@ from captioning.decoding import sample_with_log_probs
 from captioning.models.decoders import DECODERS
 from captioning.models.decoders.lstm import LSTMDecoder
 from captioning.training.scst import baseline_of, policy_loss
+from tests.test_transformer import transformer
 
 START, END, VOCAB = 1, 2, 12
 
@@ -77,29 +78,23 @@ def test_samples_stop_at_end_and_only_counted_words_carry_gradient():
     assert float(total.detach()) == 0.0
 
 
-def transformer_of():
-    torch.manual_seed(0)
-    return DECODERS.build({"name": "transformer", "d_model": 8, "heads": 2, "num_layers": 2, "ff_size": 16,
-                           "memory_layers": 1, "dropout": 0.0}, "test", vocab_size=VOCAB, feature_dim=8, grid_dim=6)
-
-
 @pytest.mark.parametrize("kind", ["soft_attention", "updown", "transformer"])
 def test_sampled_rows_gather_their_images_memory_once_not_once_per_word(kind):
     """K samples per image read their image's grid (or cross-attention keys) through one gather after the reorder
     that repeats them, reused by every later step: with gradients, each step's own gather would be kept for the
     backward pass (at COCO scale, 20 copies of a 320-row grid instead of one). A reorder gathers again."""
-    decoder, memory = (transformer_of() if kind == "transformer" else decoder_of(kind)), memory_of(2)
-    rows = torch.arange(2).repeat_interleave(3)
-    state = decoder.reorder_state(decoder.init_state(memory), rows)
+    decoder, memory = (transformer(VOCAB) if kind == "transformer" else decoder_of(kind)), memory_of(2)
+    rows, per_image = torch.arange(2).repeat_interleave(3), decoder.init_state(memory)
+    state = decoder.reorder_state(per_image, rows)
     words = torch.full((6,), START)
     _, first = decoder.step(words, state)
     _, second = decoder.step(words, first)
     gathered = state.rows_memory()
     assert all(a is b for a, b in zip(second.rows_memory(), gathered, strict=True))
-    for row_memory, image_memory in zip(gathered, decoder.init_state(memory).memory, strict=True):
+    for row_memory, image_memory in zip(gathered, per_image.memory, strict=True):
         assert torch.equal(row_memory, image_memory[rows])  # each row reads its own image
     swapped = decoder.reorder_state(second, torch.tensor([5, 4, 3, 2, 1, 0]))
-    for row_memory, image_memory in zip(swapped.rows_memory(), decoder.init_state(memory).memory, strict=True):
+    for row_memory, image_memory in zip(swapped.rows_memory(), per_image.memory, strict=True):
         assert torch.equal(row_memory, image_memory[rows.flip(0)])
 
 

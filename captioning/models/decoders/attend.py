@@ -54,7 +54,7 @@ class GridState:
     memory: tuple[torch.Tensor, ...]
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
-    gathered: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (rows' memory, mask)
+    gathered: tuple | None = field(default=None, repr=False, compare=False)  # (rows' memory, mask) for `image`
 
     def rows(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
         """Each live row's memory (R, ...) and mask (R, N) or None, gathered on the first call after a reorder."""
@@ -79,12 +79,10 @@ class GridState:
 
     def reorder(self, rows: torch.Tensor) -> GridState:
         return replace(self, recurrent=tuple(r.index_select(0, rows) for r in self.recurrent),
-                       image=rows if self.image is None else self.image.index_select(0, rows))
+                       image=rows if self.image is None else self.image.index_select(0, rows), gathered=None)
 
     def advance(self, recurrent: tuple[torch.Tensor, ...]) -> GridState:
-        state = replace(self, recurrent=recurrent)
-        state.gathered = self.gathered  # the same rows read the same images
-        return state
+        return replace(self, recurrent=recurrent)  # the same rows read the same images: `gathered` stays
 
 
 def grid_of(memory) -> torch.Tensor:
